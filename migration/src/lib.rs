@@ -1,0 +1,13 @@
+//! Database schema for podo. Migrations run at server start-up (`Migrator::up`).
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_schema;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_schema::Migration)]
+    }
+}

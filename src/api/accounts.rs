@@ -1,0 +1,195 @@
+//! Accounts: signup, login, me.
+use std::sync::LazyLock;
+
+use actix_web::{HttpResponse, web};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr};
+use serde::{Deserialize, Serialize};
+
+use super::char_len;
+use super::extract::JsonBody;
+use crate::app::AppState;
+use crate::auth::{AuthUser, password};
+use crate::error::{ApiError, FieldErrors};
+use crate::model::{self, Family, Role, User, ts};
+use crate::store::Db;
+use crate::store::entities::{family, user};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/signup", web::post().to(signup))
+        .route("/auth/login", web::post().to(login))
+        .route("/me", web::get().to(me));
+}
+
+#[derive(Deserialize)]
+struct SignupRequest {
+    login: Option<String>,
+    name: Option<String>,
+    password: Option<String>,
+    role: Option<String>,
+}
+
+fn valid_login(login: &str) -> bool {
+    (4..=20).contains(&login.len())
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+async fn signup(
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<SignupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = FieldErrors::default();
+    let login = body.login.unwrap_or_default();
+    let name = body.name.unwrap_or_default().trim().to_owned();
+    let password = body.password.unwrap_or_default();
+    let role = body.role.as_deref().and_then(Role::parse);
+    errors.check(
+        valid_login(&login),
+        "login",
+        "4-20 characters of A-Z, a-z, 0-9 and _",
+    );
+    errors.check(
+        (1..=30).contains(&char_len(&name)),
+        "name",
+        "1-30 characters",
+    );
+    errors.check(
+        (8..=128).contains(&char_len(&password)),
+        "password",
+        "8-128 characters",
+    );
+    errors.check(role.is_some(), "role", "\"parent\" or \"child\"");
+    errors.finish()?;
+    let role = role.ok_or_else(|| ApiError::internal("role checked above"))?;
+
+    let password_hash = web::block(move || password::hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let row = user::ActiveModel {
+        login_key: Set(login.to_ascii_lowercase()),
+        login: Set(login),
+        name: Set(name),
+        role: Set(role.as_str().to_owned()),
+        password_hash: Set(password_hash),
+        family_id: Set(None),
+        created_at: Set(model::now()),
+        ..Default::default()
+    }
+    .insert(&state.db.write)
+    .await
+    .map_err(|err| match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => {
+            ApiError::conflict("login_taken", "this login is already taken")
+        }
+        _ => err.into(),
+    })?;
+    Ok(HttpResponse::Created().json(User::from(&row)))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    login: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    token: String,
+    #[serde(serialize_with = "ts::serialize")]
+    expires_at: chrono::DateTime<chrono::Utc>,
+    user: User,
+}
+
+/// Verified against when the login does not exist, so both failures take the same time.
+static DECOY_HASH: LazyLock<String> =
+    LazyLock::new(|| password::hash("decoy password").unwrap_or_default());
+
+async fn login(
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = body.login.to_ascii_lowercase();
+    state
+        .login_throttle
+        .check(&key)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let row = user::Entity::find()
+        .filter(user::Column::LoginKey.eq(key.clone()))
+        .one(&state.db.read)
+        .await?;
+    let stored = row
+        .as_ref()
+        .map_or_else(|| DECOY_HASH.clone(), |r| r.password_hash.clone());
+    let password = body.password;
+    let matches = web::block(move || password::verify(&password, &stored))
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(row) = row.filter(|_| matches) else {
+        state.login_throttle.record_failure(&key);
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong login or password",
+        ));
+    };
+    state.login_throttle.clear(&key);
+    let (token, expires_at) = state
+        .tokens
+        .issue(row.id, model::now())
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(LoginResponse {
+        token,
+        expires_at,
+        user: User::from(&row),
+    }))
+}
+
+#[derive(Serialize)]
+struct MeResponse {
+    user: User,
+    family: Option<Family>,
+}
+
+async fn me(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let user = user::Entity::find_by_id(member.id)
+        .one(&state.db.read)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token's user does not exist"))?;
+    let family = match user.family_id {
+        Some(family_id) => Some(load_family(&state.db, family_id).await?),
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(MeResponse {
+        user: User::from(&user),
+        family,
+    }))
+}
+
+/// A family with both members.
+pub async fn load_family(db: &Db, family_id: i64) -> Result<Family, ApiError> {
+    let row = family::Entity::find_by_id(family_id)
+        .one(&db.read)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("family {family_id} missing")))?;
+    let users = user::Entity::find()
+        .filter(user::Column::Id.is_in([row.parent_id, row.child_id]))
+        .all(&db.read)
+        .await?;
+    let find = |id: i64| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(User::from)
+            .ok_or_else(|| ApiError::internal(format!("member {id} of family {family_id} missing")))
+    };
+    Ok(Family {
+        id: row.id,
+        parent: find(row.parent_id)?,
+        child: find(row.child_id)?,
+    })
+}

@@ -1,0 +1,197 @@
+//! Pairing: a parent's invite code, a child's join. One parent and one child per family.
+use actix_web::{HttpResponse, web};
+use chrono::Duration;
+use rand::Rng;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+
+use super::accounts::load_family;
+use super::extract::{JsonBody, OptionalJsonBody};
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::model::{self, Role, ts};
+use crate::store::entities::{family, invite, user};
+
+pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+pub const CODE_LEN: usize = 8;
+const INVITE_MINUTES: i64 = 10;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/family/invite", web::post().to(invite))
+        .route("/family/join", web::post().to(join));
+}
+
+#[derive(Deserialize, Default)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct InviteResponse {
+    code: String,
+    #[serde(serialize_with = "ts::serialize")]
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn new_code() -> String {
+    let mut rng = rand::rng();
+    (0..CODE_LEN)
+        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
+}
+
+fn already_paired() -> ApiError {
+    ApiError::conflict("already_paired", "you are already in a family")
+}
+
+async fn invite(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    _: OptionalJsonBody<Empty>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    if member.family_id.is_some() {
+        return Err(already_paired());
+    }
+    let now = model::now();
+    let expires_at = now + Duration::minutes(INVITE_MINUTES);
+    // A new code voids the parent's earlier unused ones. A clash with an existing code (1 in 10^12)
+    // is retried with a fresh one.
+    for _ in 0..3 {
+        let txn = state.db.write.begin().await?;
+        invite::Entity::delete_many()
+            .filter(invite::Column::ParentId.eq(member.id))
+            .filter(invite::Column::UsedAt.is_null())
+            .exec(&txn)
+            .await?;
+        let code = new_code();
+        let inserted = invite::ActiveModel {
+            parent_id: Set(member.id),
+            code: Set(code.clone()),
+            expires_at: Set(expires_at),
+            used_by: Set(None),
+            used_at: Set(None),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await;
+        match inserted {
+            Ok(_) => {
+                txn.commit().await?;
+                return Ok(HttpResponse::Created().json(InviteResponse { code, expires_at }));
+            }
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                txn.rollback().await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::internal("could not find a free invite code"))
+}
+
+#[derive(Deserialize)]
+struct JoinRequest {
+    code: String,
+}
+
+enum JoinOutcome {
+    Joined(i64),
+    NoInvite,
+    AlreadyPaired,
+}
+
+async fn join(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    JsonBody(body): JsonBody<JoinRequest>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Child)?;
+    if member.family_id.is_some() {
+        return Err(already_paired());
+    }
+    state
+        .join_throttle
+        .check(&member.id)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let code = body.code.trim().to_ascii_uppercase();
+    match join_family(&state, member.id, &code).await? {
+        JoinOutcome::Joined(family_id) => {
+            state.join_throttle.clear(&member.id);
+            let family = load_family(&state.db, family_id).await?;
+            Ok(HttpResponse::Ok().json(family))
+        }
+        JoinOutcome::NoInvite => {
+            state.join_throttle.record_failure(&member.id);
+            Err(ApiError::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "invite_not_found",
+                "this code is unknown, used or expired",
+            ))
+        }
+        JoinOutcome::AlreadyPaired => Err(already_paired()),
+    }
+}
+
+/// Claims the invite and creates the family in one transaction. Of two joins racing for one code,
+/// the conditional update lets exactly one claim it.
+async fn join_family(state: &AppState, child_id: i64, code: &str) -> Result<JoinOutcome, ApiError> {
+    let now = model::now();
+    let txn = state.db.write.begin().await?;
+    let Some(found) = invite::Entity::find()
+        .filter(invite::Column::Code.eq(code))
+        .one(&txn)
+        .await?
+    else {
+        return Ok(JoinOutcome::NoInvite);
+    };
+    if found.used_at.is_some() || found.expires_at <= now {
+        return Ok(JoinOutcome::NoInvite);
+    }
+    let claimed = invite::Entity::update_many()
+        .col_expr(invite::Column::UsedBy, child_id.into())
+        .col_expr(invite::Column::UsedAt, now.into())
+        .filter(invite::Column::Id.eq(found.id))
+        .filter(invite::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(JoinOutcome::NoInvite);
+    }
+    let inserted = family::ActiveModel {
+        parent_id: Set(found.parent_id),
+        child_id: Set(child_id),
+        board_version: Set(0),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await;
+    let family = match inserted {
+        Ok(family) => family,
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            txn.rollback().await?;
+            return Ok(JoinOutcome::AlreadyPaired);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let paired = user::Entity::update_many()
+        .col_expr(user::Column::FamilyId, family.id.into())
+        .filter(user::Column::Id.is_in([found.parent_id, child_id]))
+        .filter(user::Column::FamilyId.is_null())
+        .exec(&txn)
+        .await?;
+    if paired.rows_affected != 2 {
+        txn.rollback().await?;
+        return Ok(JoinOutcome::AlreadyPaired);
+    }
+    // The parent's other codes are void now that the family exists.
+    invite::Entity::delete_many()
+        .filter(invite::Column::ParentId.eq(found.parent_id))
+        .filter(invite::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(JoinOutcome::Joined(family.id))
+}

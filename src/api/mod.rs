@@ -1,0 +1,29 @@
+//! HTTP handlers, one file per resource: parse, authorize, call, map.
+pub mod accounts;
+pub mod extract;
+pub mod family;
+pub mod ops;
+
+use actix_web::web;
+
+use crate::error::ApiError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .configure(accounts::routes)
+            .configure(family::routes)
+            .default_service(web::to(not_found)),
+    )
+    .configure(ops::routes)
+    .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such resource"))
+}
+
+/// Length in Unicode scalar values (what API.md means by "chars").
+pub fn char_len(s: &str) -> usize {
+    s.chars().count()
+}

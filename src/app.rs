@@ -1,0 +1,205 @@
+//! Application assembly: database, state, HTTP server bound to the configured address (port 0 in
+//! tests), graceful shutdown.
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::{App, HttpServer, web};
+
+use crate::api;
+use crate::auth::MemberCache;
+use crate::auth::throttle::FailureThrottle;
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::store::Db;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub tokens: TokenKeys,
+    pub members: MemberCache,
+    /// Failed logins per case-folded login: 10 in 15 minutes.
+    pub login_throttle: FailureThrottle<String>,
+    /// Failed joins per user: 10 in 10 minutes.
+    pub join_throttle: FailureThrottle<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// Stops a running application gracefully: close sessions, then stop the HTTP server.
+#[derive(Clone)]
+pub struct Stopper {
+    handle: ServerHandle,
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let db = Db::connect(&config.database_url()).await?;
+        db.migrate().await?;
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                db.setting_or_insert("jwt_secret", || {
+                    rand::random::<[u8; 32]>()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                })
+                .await?
+            }
+        };
+        let state = web::Data::new(AppState {
+            tokens: TokenKeys::new(secret.as_bytes()),
+            members: MemberCache::default(),
+            login_throttle: FailureThrottle::new(10, Duration::from_secs(15 * 60)),
+            join_throttle: FailureThrottle::new(10, Duration::from_secs(10 * 60)),
+            db,
+            config,
+        });
+
+        let listener = TcpListener::bind(&state.config.bind)?;
+        let address = listener.local_addr()?;
+        let workers = state
+            .config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(api::extract::payload_config())
+                .app_data(api::extract::path_config())
+                .app_data(api::extract::query_config())
+                .wrap(ErrorHandlers::new().default_handler(api::extract::json_error_body))
+                .wrap(access_log())
+                .configure(api::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            address,
+            server,
+            state,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            handle: self.server.handle(),
+        }
+    }
+
+    /// Runs until stopped through a [`Stopper`].
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), StartError> {
+        let stopper = self.stopper();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            log::info!("shutting down: no new connections, closing sessions");
+            stopper.stop().await;
+        });
+        self.server.await?;
+        log::info!("podo stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(err) => {
+                log::warn!("no SIGTERM handler ({err}); waiting for Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Access log without secrets: the `access_token` query value is replaced.
+fn access_log() -> Logger {
+    Logger::new("%{peer}xi \"%{request}xi\" %s %b %Dms")
+        .custom_request_replace("peer", |req| {
+            req.peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        })
+        .custom_request_replace("request", |req| {
+            let query = redact_query(req.query_string());
+            let sep = if query.is_empty() { "" } else { "?" };
+            format!("{} {}{sep}{query}", req.method(), req.path())
+        })
+}
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some(("access_token", _)) => "access_token=REDACTED",
+            _ => pair,
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn access_token_is_redacted() {
+        assert_eq!(
+            super::redact_query("a=1&access_token=secret&b=2"),
+            "a=1&access_token=REDACTED&b=2"
+        );
+    }
+}

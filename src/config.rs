@@ -1,0 +1,93 @@
+//! One config struct for the server: flags and environment as documented in API.md "Operations".
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PODO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Database URL (`sqlite://...` or `postgres://...`); default: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the default SQLite database.
+    #[arg(long, env = "PODO_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HS256 key for access tokens; default: generated once and stored in the database.
+    #[arg(long, env = "PODO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// VAPID `sub` claim for web push.
+    #[arg(
+        long,
+        env = "PODO_VAPID_SUBJECT",
+        default_value = "mailto:admin@localhost"
+    )]
+    pub vapid_subject: String,
+    /// IANA time zone for the calendar.
+    #[arg(long, env = "PODO_TIMEZONE", default_value = "Asia/Seoul")]
+    pub timezone: String,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "PODO_WORKERS")]
+    pub workers: Option<usize>,
+    /// Directory of the web client.
+    #[arg(long, env = "PODO_STATIC_DIR", default_value = "./static")]
+    pub static_dir: PathBuf,
+    #[command(flatten)]
+    pub timing: Timing,
+}
+
+/// Intervals that the contract fixes; tests shorten them to stay fast.
+#[derive(Args, Clone, Debug)]
+pub struct Timing {
+    /// Seconds between SSE `: ping` comments.
+    #[arg(long, env = "PODO_SSE_PING_SECS", default_value_t = 15)]
+    pub sse_ping_secs: u64,
+    /// Seconds a family's actors stay loaded without activity or sessions.
+    #[arg(long, env = "PODO_IDLE_SECS", default_value_t = 300)]
+    pub family_idle_secs: u64,
+}
+
+impl Timing {
+    pub fn sse_ping(&self) -> Duration {
+        Duration::from_secs(self.sse_ping_secs)
+    }
+    pub fn family_idle(&self) -> Duration {
+        Duration::from_secs(self.family_idle_secs)
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            sse_ping_secs: 15,
+            family_idle_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults as documented, for tests and embedding: bind on an ephemeral loopback port.
+    pub fn for_tests(database_url: String) -> Self {
+        Config {
+            bind: "127.0.0.1:0".into(),
+            database_url: Some(database_url),
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            vapid_subject: "mailto:admin@localhost".into(),
+            timezone: "Asia/Seoul".into(),
+            workers: Some(2),
+            static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),
+            timing: Timing::default(),
+        }
+    }
+
+    /// The database URL in force: the given one, else a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}/podo.db", self.data_dir.display()),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! podo: a realtime family server. See README.md for the architecture and API.md for the contract.
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod store;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,133 @@
+//! sea-orm entities, one module per table (schema in `migration/`).
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod setting {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+    }
+    no_relations!();
+}
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub login: String,
+        pub login_key: String,
+        pub name: String,
+        pub role: String,
+        pub password_hash: String,
+        pub family_id: Option<i64>,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod family {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "families")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub parent_id: i64,
+        pub child_id: i64,
+        pub board_version: i64,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod invite {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "invites")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub parent_id: i64,
+        pub code: String,
+        pub expires_at: DateTimeUtc,
+        pub used_by: Option<i64>,
+        pub used_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+pub mod wish {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "wishes")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub child_id: i64,
+        pub name: String,
+        pub link: Option<String>,
+        pub image_url: Option<String>,
+        pub status: String,
+        pub created_at: DateTimeUtc,
+        pub picked_at: Option<DateTimeUtc>,
+        pub given_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod board {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "boards")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub family_id: i64,
+        pub wish_id: i64,
+        pub size: i32,
+        pub granted: i32,
+        pub attached: i32,
+        pub status: String,
+        pub version: i64,
+        pub created_at: DateTimeUtc,
+        pub completed_at: Option<DateTimeUtc>,
+        pub cancelled_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}
+
+pub mod grape_event {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grape_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub family_id: i64,
+        pub board_id: i64,
+        pub kind: String,
+        pub count: i32,
+        pub by_user_id: i64,
+        pub idem_key: Option<String>,
+        pub version: i64,
+        pub granted: i32,
+        pub attached: i32,
+        pub status: String,
+        pub at: DateTimeUtc,
+    }
+    no_relations!();
+}

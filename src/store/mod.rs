@@ -1,0 +1,138 @@
+//! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
+pub mod entities;
+mod sql;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    Statement,
+};
+
+pub use sql::BatchSql;
+
+use entities::setting;
+
+/// The database: a writer and readers. On SQLite the writer is one connection (SQLite has one
+/// writer anyway, and a single in-process writer never meets `SQLITE_BUSY` on lock upgrade) and
+/// readers run beside it under WAL; on PostgreSQL both are the same pool.
+#[derive(Clone)]
+pub struct Db {
+    pub write: DatabaseConnection,
+    pub read: DatabaseConnection,
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> Result<Db, DbErr> {
+        if url.starts_with("sqlite:") {
+            ensure_sqlite_dir(url);
+            let write = Database::connect(sqlite_options(url, 1)).await?;
+            // Readers connect after the writer created the file and switched it to WAL.
+            let read = Database::connect(sqlite_options(url, 4)).await?;
+            Ok(Db { write, read })
+        } else {
+            let mut options = ConnectOptions::new(url.to_owned());
+            options
+                .max_connections(16)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .sqlx_logging(false);
+            let pool = Database::connect(options).await?;
+            Ok(Db {
+                write: pool.clone(),
+                read: pool,
+            })
+        }
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.write.get_database_backend()
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.write, None).await
+    }
+
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.read
+            .execute_raw(Statement::from_string(self.backend(), "SELECT 1"))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads a setting, or stores `make()` under `key` if there is none yet. When two processes
+    /// race on first start, both end up with the value that was stored first.
+    pub async fn setting_or_insert(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, DbErr> {
+        if let Some(row) = setting::Entity::find_by_id(key.to_owned())
+            .one(&self.write)
+            .await?
+        {
+            return Ok(row.value);
+        }
+        let sql = BatchSql::new(self.backend());
+        let insert = format!(
+            "INSERT INTO settings (key, value) VALUES ({}, {}) ON CONFLICT (key) DO NOTHING",
+            sql.placeholder(1),
+            sql.placeholder(2)
+        );
+        self.write
+            .execute_raw(Statement::from_sql_and_values(
+                self.backend(),
+                insert,
+                [key.into(), make().into()],
+            ))
+            .await?;
+        setting::Entity::find_by_id(key.to_owned())
+            .one(&self.write)
+            .await?
+            .map(|row| row.value)
+            .ok_or_else(|| DbErr::RecordNotFound(format!("setting {key}")))
+    }
+}
+
+fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
+    let mut url = url.to_owned();
+    if !url.contains("mode=") {
+        url.push_str(if url.contains('?') {
+            "&mode=rwc"
+        } else {
+            "?mode=rwc"
+        });
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    options
+}
+
+/// Creates the directory of a `sqlite://path/to/file.db` URL so the first start just works.
+fn ensure_sqlite_dir(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+        && let Err(err) = std::fs::create_dir_all(dir)
+    {
+        log::warn!("could not create {}: {err}", dir.display());
+    }
+}

@@ -1,0 +1,208 @@
+//! Test harness: every test gets its own server on port 0 and its own database. With
+#![allow(dead_code)] // shared by every test module; not each uses every helper
+//! `PODO_TEST_PG=postgres://user@host:port/db` set, each test creates a fresh PostgreSQL database
+//! there; otherwise a temporary SQLite file.
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use podo::{Application, Config, app::Stopper};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+pub const JWT_SECRET: &str = "test-secret-for-podo";
+pub const PASSWORD: &str = "grape-password";
+
+pub struct TestApp {
+    pub base: String,
+    pub config: Config,
+    pub client: awc::Client,
+    stopper: Stopper,
+    _dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+async fn fresh_database_url(dir: &tempfile::TempDir) -> String {
+    match std::env::var("PODO_TEST_PG") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!(
+                "podo_t_{}_{}_{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed),
+                rand::random::<u32>()
+            );
+            let admin = Database::connect(admin_url.as_str())
+                .await
+                .expect("connect to PODO_TEST_PG");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("PODO_TEST_PG has a database");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}/podo.db", dir.path().display()),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::for_tests(fresh_database_url(&dir).await);
+    config.jwt_secret = Some(JWT_SECRET.into());
+    adjust(&mut config);
+    let (base, stopper) = start(&config).await;
+    TestApp {
+        base,
+        config,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish(),
+        stopper,
+        _dir: dir,
+    }
+}
+
+async fn start(config: &Config) -> (String, Stopper) {
+    let app = Application::build(config.clone())
+        .await
+        .expect("server starts");
+    let base = format!("http://{}", app.address());
+    let stopper = app.stopper();
+    actix_web::rt::spawn(app.run_until_stopped());
+    (base, stopper)
+}
+
+/// A parent and a child paired into one family.
+pub struct TestFamily {
+    pub id: i64,
+    pub parent: Member,
+    pub child: Member,
+}
+
+#[derive(Clone)]
+pub struct Member {
+    pub id: i64,
+    pub login: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server gracefully and starts a new one on the same database.
+    pub async fn restart(&mut self) {
+        self.stopper.stop().await;
+        let (base, stopper) = start(&self.config).await;
+        self.base = base;
+        self.stopper = stopper;
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let mut res = match body {
+            Some(body) => req.send_json(&body).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let bytes = res.body().limit(4 << 20).await.expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (res.status(), value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.request("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.request("POST", path, Some(token), Some(body)).await
+    }
+
+    pub async fn signup(&self, login: &str, role: &str) -> Value {
+        let (status, body) = self
+            .request(
+                "POST",
+                "/api/auth/signup",
+                None,
+                Some(json!({"login": login, "name": login, "password": PASSWORD, "role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "signup {login}: {body}");
+        body
+    }
+
+    pub async fn login(&self, login: &str) -> String {
+        let (status, body) = self
+            .request(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"login": login, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {login}: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn member(&self, login: &str, role: &str) -> Member {
+        let user = self.signup(login, role).await;
+        Member {
+            id: user["id"].as_i64().expect("id"),
+            login: login.to_owned(),
+            token: self.login(login).await,
+        }
+    }
+
+    pub async fn invite(&self, parent: &Member) -> String {
+        let (status, body) = self
+            .post("/api/family/invite", &parent.token, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "invite: {body}");
+        body["code"].as_str().expect("code").to_owned()
+    }
+
+    /// Signs up `<prefix>_p` and `<prefix>_c` and pairs them.
+    pub async fn family(&self, prefix: &str) -> TestFamily {
+        let parent = self.member(&format!("{prefix}_p"), "parent").await;
+        let child = self.member(&format!("{prefix}_c"), "child").await;
+        let code = self.invite(&parent).await;
+        let (status, body) = self
+            .post("/api/family/join", &child.token, json!({ "code": code }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "join: {body}");
+        TestFamily {
+            id: body["id"].as_i64().expect("family id"),
+            parent,
+            child,
+        }
+    }
+}
+
+pub fn error_code(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or("<no error code>")
+}
