@@ -3,6 +3,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, Logger};
 use actix_web::{App, HttpServer, web};
@@ -11,8 +14,11 @@ use crate::api;
 use crate::auth::MemberCache;
 use crate::auth::throttle::FailureThrottle;
 use crate::auth::token::TokenKeys;
+use crate::board::{BoardDeps, BoardRegistry};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Db;
+use crate::store::persister::Persister;
 
 /// Shared by every handler.
 pub struct AppState {
@@ -24,6 +30,9 @@ pub struct AppState {
     pub login_throttle: FailureThrottle<String>,
     /// Failed joins per user: 10 in 10 minutes.
     pub join_throttle: FailureThrottle<i64>,
+    pub metrics: Arc<Metrics>,
+    /// family id -> FamilyBoard actor.
+    pub boards: BoardRegistry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +77,22 @@ impl Application {
                 .await?
             }
         };
+        let metrics = Arc::new(Metrics::default());
+        let persister = Persister::new(db.clone(), metrics.clone()).start();
+        let boards = BoardRegistry::new(BoardDeps {
+            db: db.clone(),
+            persister,
+            metrics: metrics.clone(),
+            timing: config.timing.clone(),
+            actors: Default::default(),
+        });
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
             members: MemberCache::default(),
             login_throttle: FailureThrottle::new(10, Duration::from_secs(15 * 60)),
             join_throttle: FailureThrottle::new(10, Duration::from_secs(10 * 60)),
+            metrics,
+            boards,
             db,
             config,
         });

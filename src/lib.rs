@@ -2,8 +2,10 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod board;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod store;
 

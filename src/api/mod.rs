@@ -1,8 +1,10 @@
 //! HTTP handlers, one file per resource: parse, authorize, call, map.
 pub mod accounts;
+pub mod board;
 pub mod extract;
 pub mod family;
 pub mod ops;
+pub mod wishes;
 
 use actix_web::web;
 
@@ -13,6 +15,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .configure(accounts::routes)
             .configure(family::routes)
+            .configure(wishes::routes)
+            .configure(board::routes)
             .default_service(web::to(not_found)),
     )
     .configure(ops::routes)

@@ -1,11 +1,12 @@
-//! Operations endpoints: health.
+//! Operations endpoints: health and metrics.
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::app::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -19,4 +20,10 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
             }))
         }
     }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }

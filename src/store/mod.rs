@@ -1,5 +1,6 @@
 //! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
 pub mod entities;
+pub mod persister;
 mod sql;
 
 use std::time::Duration;

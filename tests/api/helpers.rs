@@ -206,3 +206,34 @@ impl TestApp {
 pub fn error_code(body: &Value) -> &str {
     body["error"].as_str().unwrap_or("<no error code>")
 }
+
+impl TestApp {
+    /// The child adds a wish; returns its id.
+    pub async fn wish(&self, child: &Member, name: &str) -> i64 {
+        let (status, body) = self
+            .post("/api/wishes", &child.token, json!({ "name": name }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "wish: {body}");
+        body["id"].as_i64().expect("wish id")
+    }
+
+    /// A new wish and a board of `size` on it.
+    pub async fn open_board(&self, family: &TestFamily, size: i64) -> Value {
+        let wish_id = self.wish(&family.child, "gift").await;
+        let (status, body) = self
+            .post(
+                "/api/board",
+                &family.parent.token,
+                json!({ "wish_id": wish_id, "size": size }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "open board: {body}");
+        body
+    }
+
+    pub async fn board(&self, token: &str) -> Value {
+        let (status, body) = self.get("/api/board", token).await;
+        assert_eq!(status, StatusCode::OK, "board: {body}");
+        body["board"].clone()
+    }
+}

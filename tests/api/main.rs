@@ -1,5 +1,7 @@
 //! Integration tests over real HTTP against a real server (see helpers.rs).
 mod accounts;
+mod board;
 mod errors;
 mod helpers;
 mod pairing;
+mod wishes;

@@ -1,0 +1,520 @@
+//! The FamilyBoard actor: one per family, the only writer of its board on this node.
+//!
+//! It loads lazily, checks every rule in memory ([`super::rules`]), asks the Persister to commit,
+//! and only after the commit updates its state, answers the caller and fans the new state out to
+//! the family's SSE sessions. Commands are handled one at a time ([`AtomicResponse`]): the next
+//! command of a family sees the previous one's committed result.
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dashmap::DashMap;
+
+use super::rules::{self, Counts, Refusal, WishStatus};
+use super::store::{self, Loaded};
+use super::view::{Board, BoardRow, BoardStatus, Snapshot};
+use crate::config::Timing;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::model::{self, Wish};
+use crate::store::Db;
+use crate::store::persister::{
+    BoardChange, BoardOp, CommitBoard, Committed, EventRow, PersistError, Persister,
+};
+
+/// How many recent idempotency keys each family remembers in memory; older ones are found in the
+/// ledger.
+const RECENT_KEYS: usize = 256;
+/// Commands queued per family before senders wait (backpressure, not loss).
+const MAILBOX: usize = 1024;
+
+/// What every FamilyBoard needs from the application.
+#[derive(Clone)]
+pub struct BoardDeps {
+    pub db: Db,
+    pub persister: Addr<Persister>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub actors: Arc<DashMap<i64, Addr<FamilyBoard>>>,
+}
+
+/// A change to the board, on behalf of `by` (already authorized for the family and role).
+#[derive(Clone, Debug)]
+pub enum Command {
+    Create {
+        by: i64,
+        wish_id: i64,
+        size: i32,
+    },
+    Cancel {
+        by: i64,
+    },
+    Grant {
+        by: i64,
+        count: i32,
+        key: Option<String>,
+    },
+    Attach {
+        by: i64,
+        key: Option<String>,
+    },
+}
+
+impl Message for Command {
+    type Result = Result<Snapshot, ApiError>;
+}
+
+impl Command {
+    fn key(&self) -> Option<(i64, String)> {
+        match self {
+            Command::Grant { by, key, .. } | Command::Attach { by, key } => {
+                key.clone().map(|k| (*by, k))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The current state, without changing it.
+#[derive(Clone, Copy, Debug)]
+pub struct GetBoard;
+
+impl Message for GetBoard {
+    type Result = Result<Snapshot, ApiError>;
+}
+
+pub struct FamilyBoard {
+    family_id: i64,
+    deps: BoardDeps,
+    state: Option<Loaded>,
+    recent_keys: HashMap<(i64, String), Board>,
+    key_order: VecDeque<(i64, String)>,
+    last_active: Instant,
+}
+
+impl FamilyBoard {
+    pub fn new(family_id: i64, deps: BoardDeps) -> Self {
+        FamilyBoard {
+            family_id,
+            deps,
+            state: None,
+            recent_keys: HashMap::new(),
+            key_order: VecDeque::new(),
+            last_active: Instant::now(),
+        }
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        self.state.as_ref().map(|s| Snapshot {
+            version: s.version,
+            board: s.board.as_ref().map(|b| b.to_board(s.version)),
+        })
+    }
+
+    fn remember_key(&mut self, key: (i64, String), board: Board) {
+        if self.recent_keys.insert(key.clone(), board).is_none() {
+            self.key_order.push_back(key);
+        }
+        while self.key_order.len() > RECENT_KEYS {
+            if let Some(old) = self.key_order.pop_front() {
+                self.recent_keys.remove(&old);
+            }
+        }
+    }
+
+    /// Stops when nothing has happened for the idle time, so memory stays proportional to active
+    /// families. Queued messages of a stopped actor fail with `Closed` and the registry retries
+    /// them on a fresh actor, which loads the committed state.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.last_active.elapsed() >= self.deps.timing.family_idle() {
+            let me = ctx.address();
+            self.deps
+                .actors
+                .remove_if(&self.family_id, |_, addr| *addr == me);
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for FamilyBoard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        self.deps
+            .metrics
+            .families_loaded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let every = (self.deps.timing.family_idle() / 4).max(Duration::from_millis(100));
+        ctx.run_interval(every, Self::check_idle);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps
+            .metrics
+            .families_loaded
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Handler<GetBoard> for FamilyBoard {
+    type Result = AtomicResponse<Self, Result<Snapshot, ApiError>>;
+
+    fn handle(&mut self, _: GetBoard, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        if let Some(snapshot) = self.snapshot() {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(snapshot))));
+        }
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        AtomicResponse::new(Box::pin(
+            async move { store::load(&db, family_id).await }
+                .into_actor(self)
+                .map(|loaded, act, _| {
+                    act.state = Some(loaded?);
+                    act.snapshot()
+                        .ok_or_else(|| ApiError::internal("state vanished"))
+                }),
+        ))
+    }
+}
+
+/// What a command turns into once the rules have spoken.
+enum Plan {
+    /// An idempotent retry: the first answer, nothing applied.
+    Replay(Board),
+    /// Commit `change`; afterwards the family shows `next`.
+    Change { change: BoardChange, next: Next },
+}
+
+/// The board shown after a change.
+enum Next {
+    Shown(Option<BoardRow>),
+    /// A new board, whose id the database assigns on commit.
+    Created(BoardRow),
+}
+
+enum Outcome {
+    Replayed(Board),
+    Changed(Loaded),
+}
+
+impl Handler<Command> for FamilyBoard {
+    type Result = AtomicResponse<Self, Result<Snapshot, ApiError>>;
+
+    fn handle(&mut self, command: Command, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        let key = command.key();
+        if let Some(board) = key.as_ref().and_then(|k| self.recent_keys.get(k)) {
+            let snapshot = Snapshot {
+                version: board.version,
+                board: Some(board.clone()),
+            };
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(snapshot))));
+        }
+        let (deps, family_id, state) = (self.deps.clone(), self.family_id, self.state.clone());
+        let work = async move {
+            let mut loaded = match state {
+                Some(loaded) => loaded,
+                None => store::load(&deps.db, family_id).await?,
+            };
+            // One retry after a version conflict: another process changed the board, so reload
+            // and judge the command again against what it did.
+            for attempt in 0..2 {
+                let (change, next) = match plan(&deps.db, family_id, &loaded, &command).await? {
+                    Plan::Replay(board) => return Ok(Outcome::Replayed(board)),
+                    Plan::Change { change, next } => (change, next),
+                };
+                match deps.persister.send(CommitBoard(change)).await {
+                    Ok(Ok(Committed { board_id })) => {
+                        let next = match next {
+                            Next::Shown(row) => row,
+                            Next::Created(row) => Some(BoardRow {
+                                id: board_id,
+                                ..row
+                            }),
+                        };
+                        return Ok(Outcome::Changed(Loaded {
+                            version: loaded.version + 1,
+                            child_id: loaded.child_id,
+                            board: next,
+                        }));
+                    }
+                    Ok(Err(PersistError::Conflict)) if attempt == 0 => {
+                        log::warn!("family {family_id}: board version conflict, reloading");
+                        loaded = store::load(&deps.db, family_id).await?;
+                    }
+                    Ok(Err(err)) => return Err(persist_error(err)),
+                    Err(err) => return Err(ApiError::internal(format!("persister: {err}"))),
+                }
+            }
+            Err(ApiError::conflict(
+                "conflict",
+                "the board kept changing underneath; try again",
+            ))
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |result, act, _| match result {
+                Ok(Outcome::Replayed(board)) => Ok(Snapshot {
+                    version: board.version,
+                    board: Some(board),
+                }),
+                Ok(Outcome::Changed(loaded)) => {
+                    act.state = Some(loaded);
+                    act.deps
+                        .metrics
+                        .board_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let snapshot = act
+                        .snapshot()
+                        .ok_or_else(|| ApiError::internal("state vanished"))?;
+                    if let (Some(key), Some(board)) = (key, &snapshot.board) {
+                        act.remember_key(key, board.clone());
+                    }
+                    Ok(snapshot)
+                }
+                Err(err) => {
+                    // After a failure the database is the truth: reload on the next command.
+                    if matches!(err, ApiError::Internal(_)) {
+                        act.state = None;
+                    }
+                    Err(err)
+                }
+            },
+        )))
+    }
+}
+
+fn persist_error(err: PersistError) -> ApiError {
+    match err {
+        PersistError::WishNotAvailable => wish_not_available(),
+        PersistError::Conflict => {
+            ApiError::conflict("conflict", "the board changed underneath; try again")
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+fn wish_not_available() -> ApiError {
+    ApiError::conflict(
+        "wish_not_available",
+        "this wish is not available for a board",
+    )
+}
+
+fn no_board() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "no_board",
+        "there is no active board",
+    )
+}
+
+fn refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::BoardFull => {
+            ApiError::conflict("board_full", "that many grapes do not fit on the board")
+        }
+        Refusal::NothingToAttach => {
+            ApiError::conflict("nothing_to_attach", "there is no granted grape to attach")
+        }
+        Refusal::OutOfBounds => ApiError::invalid_field("count", "out of bounds"),
+    }
+}
+
+fn event(
+    kind: &'static str,
+    count: i32,
+    by: i64,
+    key: Option<String>,
+    after: Counts,
+    status: BoardStatus,
+) -> EventRow {
+    EventRow {
+        kind,
+        count,
+        by_user_id: by,
+        idem_key: key,
+        granted: after.granted,
+        attached: after.attached,
+        status: status.as_str(),
+        at: model::now(),
+    }
+}
+
+/// Judges a command against the loaded state: a refusal, a replay, or a change to commit.
+async fn plan(
+    db: &Db,
+    family_id: i64,
+    loaded: &Loaded,
+    command: &Command,
+) -> Result<Plan, ApiError> {
+    let change = |op, events| BoardChange {
+        family_id,
+        base_version: loaded.version,
+        op,
+        events,
+    };
+    if let Some((by, key)) = command.key()
+        && let Some(board) = store::replay(db, by, &key).await?
+    {
+        return Ok(Plan::Replay(board));
+    }
+    match command {
+        Command::Create { by, wish_id, size } => {
+            let wish = store::family_wish(db, loaded.child_id, *wish_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such wish"))?;
+            if loaded.active().is_some() {
+                return Err(ApiError::conflict(
+                    "board_exists",
+                    "a board is already active",
+                ));
+            }
+            if !WishStatus::parse(&wish.status).is_some_and(rules::can_pick) {
+                return Err(wish_not_available());
+            }
+            let counts =
+                Counts::new(*size).map_err(|_| ApiError::invalid_field("size", "1-100"))?;
+            let at = model::now();
+            let mut wish = Wish::from(wish);
+            wish.status = WishStatus::Picked.as_str().into();
+            wish.picked_at = Some(at);
+            let next = BoardRow {
+                id: 0,
+                wish,
+                counts,
+                status: BoardStatus::Active,
+                created_at: at,
+                completed_at: None,
+            };
+            let events = vec![event(
+                "created",
+                *size,
+                *by,
+                None,
+                counts,
+                BoardStatus::Active,
+            )];
+            Ok(Plan::Change {
+                change: change(
+                    BoardOp::Create {
+                        wish_id: *wish_id,
+                        size: *size,
+                        at,
+                    },
+                    events,
+                ),
+                next: Next::Created(next),
+            })
+        }
+        Command::Cancel { by } => {
+            let active = loaded.active().ok_or_else(no_board)?;
+            let at = model::now();
+            let events = vec![event(
+                "cancelled",
+                0,
+                *by,
+                None,
+                active.counts,
+                BoardStatus::Active,
+            )];
+            // Afterwards the family shows its latest completed board again, or none.
+            let next = store::latest_completed(db, family_id).await?;
+            Ok(Plan::Change {
+                change: change(
+                    BoardOp::Cancel {
+                        board_id: active.id,
+                        wish_id: active.wish.id,
+                        at,
+                    },
+                    events,
+                ),
+                next: Next::Shown(next),
+            })
+        }
+        Command::Grant { by, count, key } => {
+            let active = loaded.active().ok_or_else(no_board)?;
+            let counts = active.counts.grant(*count).map_err(refusal)?;
+            let events = vec![event(
+                "granted",
+                *count,
+                *by,
+                key.clone(),
+                counts,
+                BoardStatus::Active,
+            )];
+            let next = BoardRow {
+                counts,
+                ..active.clone()
+            };
+            Ok(Plan::Change {
+                change: change(
+                    BoardOp::Update {
+                        board_id: active.id,
+                        granted: counts.granted,
+                        attached: counts.attached,
+                        completed: None,
+                    },
+                    events,
+                ),
+                next: Next::Shown(Some(next)),
+            })
+        }
+        Command::Attach { by, key } => {
+            let active = loaded.active().ok_or_else(no_board)?;
+            let (counts, completes) = active.counts.attach().map_err(refusal)?;
+            let mut next = BoardRow {
+                counts,
+                ..active.clone()
+            };
+            let mut events = Vec::with_capacity(2);
+            let completed = if completes {
+                let at = model::now();
+                next.status = BoardStatus::Complete;
+                next.completed_at = Some(at);
+                next.wish.status = WishStatus::Given.as_str().into();
+                next.wish.given_at = Some(at);
+                events.push(event(
+                    "attached",
+                    1,
+                    *by,
+                    key.clone(),
+                    counts,
+                    BoardStatus::Complete,
+                ));
+                events.push(event(
+                    "completed",
+                    0,
+                    *by,
+                    None,
+                    counts,
+                    BoardStatus::Complete,
+                ));
+                Some((at, active.wish.id))
+            } else {
+                events.push(event(
+                    "attached",
+                    1,
+                    *by,
+                    key.clone(),
+                    counts,
+                    BoardStatus::Active,
+                ));
+                None
+            };
+            Ok(Plan::Change {
+                change: change(
+                    BoardOp::Update {
+                        board_id: active.id,
+                        granted: counts.granted,
+                        attached: counts.attached,
+                        completed,
+                    },
+                    events,
+                ),
+                next: Next::Shown(Some(next)),
+            })
+        }
+    }
+}

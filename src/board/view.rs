@@ -1,0 +1,75 @@
+//! The board as the FamilyBoard actor holds it, and as clients see it (API.md `Board`).
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::rules::Counts;
+use crate::model::{Wish, ts};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoardStatus {
+    Active,
+    Complete,
+}
+
+impl BoardStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoardStatus::Active => "active",
+            BoardStatus::Complete => "complete",
+        }
+    }
+}
+
+/// One board in memory: the family's active board, or else its latest completed one.
+#[derive(Clone, Debug)]
+pub struct BoardRow {
+    pub id: i64,
+    pub wish: Wish,
+    pub counts: Counts,
+    pub status: BoardStatus,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl BoardRow {
+    /// The board as read at family board version `version`.
+    pub fn to_board(&self, version: i64) -> Board {
+        Board {
+            id: self.id,
+            wish: self.wish.clone(),
+            size: self.counts.size,
+            granted: self.counts.granted,
+            attached: self.counts.attached,
+            unattached: self.counts.unattached(),
+            status: self.status.as_str(),
+            version,
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Board {
+    pub id: i64,
+    pub wish: Wish,
+    pub size: i32,
+    pub granted: i32,
+    pub attached: i32,
+    pub unattached: i32,
+    pub status: &'static str,
+    pub version: i64,
+    #[serde(serialize_with = "ts::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts::option::serialize")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What `GET /api/board` answers and what every SSE event carries: the family's board version and
+/// the board at that version (the active one, else the latest completed one, else none).
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    #[serde(skip)]
+    pub version: i64,
+    pub board: Option<Board>,
+}

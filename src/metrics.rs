@@ -1,0 +1,140 @@
+//! Counters and gauges for `/metrics` (Prometheus text format), kept as plain atomics.
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the batch-size histogram buckets.
+const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub families_loaded: AtomicI64,
+    pub sse_sessions: AtomicI64,
+    pub ws_sessions: AtomicI64,
+    pub board_changes: AtomicU64,
+    pub messages_committed: AtomicU64,
+    pub pushes_sent: AtomicU64,
+    pub pushes_failed: AtomicU64,
+    batches: AtomicU64,
+    batches_failed: AtomicU64,
+    batch_items: AtomicU64,
+    batch_micros: AtomicU64,
+    batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+}
+
+impl Metrics {
+    pub fn record_batch(&self, size: usize, took: Duration, ok: bool) {
+        self.batches.fetch_add(1, Relaxed);
+        if !ok {
+            self.batches_failed.fetch_add(1, Relaxed);
+        }
+        self.batch_items.fetch_add(size as u64, Relaxed);
+        self.batch_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        if let Some(i) = BATCH_BUCKETS.iter().position(|&b| size as u64 <= b) {
+            self.batch_buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauges = [
+            (
+                "podo_sse_sessions",
+                "Open SSE board streams.",
+                self.sse_sessions.load(Relaxed),
+            ),
+            (
+                "podo_ws_sessions",
+                "Open chat WebSocket sessions.",
+                self.ws_sessions.load(Relaxed),
+            ),
+            (
+                "podo_families_loaded",
+                "FamilyBoard actors in memory.",
+                self.families_loaded.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let counters = [
+            (
+                "podo_board_changes_total",
+                "Committed board changes.",
+                self.board_changes.load(Relaxed),
+            ),
+            (
+                "podo_messages_committed_total",
+                "Committed chat messages.",
+                self.messages_committed.load(Relaxed),
+            ),
+            (
+                "podo_pushes_sent_total",
+                "Web pushes accepted by a push service.",
+                self.pushes_sent.load(Relaxed),
+            ),
+            (
+                "podo_pushes_failed_total",
+                "Web pushes given up on.",
+                self.pushes_failed.load(Relaxed),
+            ),
+            (
+                "podo_persister_batches_failed_total",
+                "Persister transactions that did not commit.",
+                self.batches_failed.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let name = "podo_persister_batch_size";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Changes per Persister transaction.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.batch_buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.batches.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}",
+            self.batch_items.load(Relaxed)
+        );
+        let name = "podo_persister_commit_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time spent in Persister transactions.\n# TYPE {name} counter\n{name} {}",
+            self.batch_micros.load(Relaxed) as f64 / 1e6
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_land_in_cumulative_buckets() {
+        let m = Metrics::default();
+        m.record_batch(1, Duration::from_millis(1), true);
+        m.record_batch(100, Duration::from_millis(2), false);
+        let text = m.render();
+        assert!(text.contains("podo_persister_batch_size_bucket{le=\"1\"} 1"));
+        assert!(text.contains("podo_persister_batch_size_bucket{le=\"64\"} 1"));
+        assert!(text.contains("podo_persister_batch_size_bucket{le=\"128\"} 2"));
+        assert!(text.contains("podo_persister_batch_size_sum 101"));
+        assert!(text.contains("podo_persister_batches_failed_total 1"));
+    }
+}

@@ -1,0 +1,469 @@
+//! The Persister: the one path to the database for board changes (and chat messages later).
+//!
+//! Group commit: while one transaction commits, new requests queue up; the next transaction takes
+//! everything queued (up to [`MAX_BATCH`]) and writes it with multi-row statements of a few fixed
+//! sizes (so prepared statements are reused). Every waiter is answered only after COMMIT; a failed
+//! commit answers every waiter in the batch with an error and nothing of it is applied.
+//!
+//! Board rows are guarded by the family's `board_version`: a change applies only if the version in
+//! the database is the one the FamilyBoard actor based it on, so a second server process on the
+//! same database can never overwrite a change silently (both sides see [`PersistError::Conflict`]
+//! and reload).
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
+use tokio::sync::oneshot;
+
+use super::{BatchSql, Db};
+use crate::metrics::Metrics;
+
+/// The most changes one transaction takes.
+pub const MAX_BATCH: usize = 4096;
+/// Requests waiting in the mailbox before senders wait; the handler moves them to the queue at once.
+const MAILBOX: usize = 1 << 16;
+/// Rows per multi-row statement, largest first.
+const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    #[error("the family's board changed underneath (another server?)")]
+    Conflict,
+    #[error("the wish is no longer available")]
+    WishNotAvailable,
+    #[error("database: {0}")]
+    Database(String),
+    #[error("the persister stopped")]
+    Stopped,
+}
+
+/// One grape ledger row.
+#[derive(Clone, Debug)]
+pub struct EventRow {
+    pub kind: &'static str,
+    pub count: i32,
+    pub by_user_id: i64,
+    pub idem_key: Option<String>,
+    /// The board's state after the change that wrote this event.
+    pub granted: i32,
+    pub attached: i32,
+    pub status: &'static str,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub enum BoardOp {
+    /// Insert a board on `wish_id` (which must still be `wished`; it becomes `picked`).
+    Create {
+        wish_id: i64,
+        size: i32,
+        at: DateTime<Utc>,
+    },
+    /// New counts; `completed` marks the board complete and its wish given.
+    Update {
+        board_id: i64,
+        granted: i32,
+        attached: i32,
+        completed: Option<(DateTime<Utc>, i64)>,
+    },
+    /// The board is cancelled and its wish is `wished` again.
+    Cancel {
+        board_id: i64,
+        wish_id: i64,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A change to one family's board: the version it is based on (`version + 1` is written), what
+/// happens to the board row, and the ledger rows.
+#[derive(Clone, Debug)]
+pub struct BoardChange {
+    pub family_id: i64,
+    pub base_version: i64,
+    pub op: BoardOp,
+    pub events: Vec<EventRow>,
+}
+
+/// The id of the board the change touched (new for `Create`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub board_id: i64,
+}
+
+pub struct CommitBoard(pub BoardChange);
+
+impl Message for CommitBoard {
+    type Result = Result<Committed, PersistError>;
+}
+
+struct Pending {
+    change: BoardChange,
+    reply: oneshot::Sender<Result<Committed, PersistError>>,
+}
+
+pub struct Persister {
+    db: Db,
+    metrics: Arc<Metrics>,
+    queue: Vec<Pending>,
+    committing: bool,
+}
+
+impl Persister {
+    pub fn new(db: Db, metrics: Arc<Metrics>) -> Self {
+        Persister {
+            db,
+            metrics,
+            queue: Vec::new(),
+            committing: false,
+        }
+    }
+
+    /// Starts the next transaction if none is running and something is queued.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.queue.is_empty() {
+            return;
+        }
+        let batch = take_batch(&mut self.queue);
+        self.committing = true;
+        let db = self.db.clone();
+        let metrics = self.metrics.clone();
+        ctx.spawn(
+            async move {
+                let size = batch.len();
+                let started = std::time::Instant::now();
+                let ok = commit_and_reply(&db, batch).await;
+                metrics.record_batch(size, started.elapsed(), ok);
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.committing = false;
+                act.kick(ctx);
+            }),
+        );
+    }
+}
+
+/// Takes up to [`MAX_BATCH`] changes, at most one per family (a family's second change is based on
+/// the first's version and must see it committed), leaving the rest queued in order.
+fn take_batch(queue: &mut Vec<Pending>) -> Vec<Pending> {
+    let mut families = HashSet::new();
+    let mut batch = Vec::new();
+    let mut rest = Vec::new();
+    for pending in queue.drain(..) {
+        if batch.len() < MAX_BATCH && families.insert(pending.change.family_id) {
+            batch.push(pending);
+        } else {
+            rest.push(pending);
+        }
+    }
+    *queue = rest;
+    batch
+}
+
+impl Actor for Persister {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+    }
+}
+
+impl Handler<CommitBoard> for Persister {
+    type Result = ResponseFuture<Result<Committed, PersistError>>;
+
+    fn handle(
+        &mut self,
+        CommitBoard(change): CommitBoard,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push(Pending { change, reply });
+        self.kick(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
+    }
+}
+
+/// Commits a batch and answers every waiter. Returns whether the transaction committed.
+async fn commit_and_reply(db: &Db, batch: Vec<Pending>) -> bool {
+    let (changes, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.change, p.reply)).unzip();
+    let (ok, results) = match commit(db, &changes).await {
+        Ok(results) => (true, results),
+        Err(BatchFailure::Conflict) => (false, vec![Err(PersistError::Conflict); changes.len()]),
+        Err(BatchFailure::Database(err)) => {
+            log::error!("commit of {} board changes failed: {err}", changes.len());
+            let err = PersistError::Database(err.to_string());
+            (false, vec![Err(err); changes.len()])
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        // A waiter that went away (client disconnected) does not undo a commit.
+        let _ = reply.send(result);
+    }
+    ok
+}
+
+enum BatchFailure {
+    Conflict,
+    Database(DbErr),
+}
+
+impl From<DbErr> for BatchFailure {
+    fn from(err: DbErr) -> Self {
+        BatchFailure::Database(err)
+    }
+}
+
+/// One transaction for the whole batch. Per-change refusals (a wish taken in the meantime) answer
+/// only that change; a version conflict or a database error rolls everything back.
+async fn commit(
+    db: &Db,
+    changes: &[BoardChange],
+) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
+    let backend = db.backend();
+    let sql = BatchSql::new(backend);
+    let txn = db.write.begin().await?;
+    let mut results: Vec<Result<Committed, PersistError>> = changes
+        .iter()
+        .map(|c| match c.op {
+            BoardOp::Create { .. } => Ok(Committed { board_id: 0 }),
+            BoardOp::Update { board_id, .. } | BoardOp::Cancel { board_id, .. } => {
+                Ok(Committed { board_id })
+            }
+        })
+        .collect();
+
+    // 1. Opening a board picks its wish, only if nobody changed the wish meanwhile.
+    for (i, change) in changes.iter().enumerate() {
+        if let BoardOp::Create { wish_id, at, .. } = change.op {
+            let picked = exec(
+                &txn,
+                backend,
+                format!(
+                    "UPDATE wishes SET status = 'picked', picked_at = {} WHERE id = {} AND status = 'wished'",
+                    sql.placeholder(1),
+                    sql.placeholder(2)
+                ),
+                vec![at.into(), wish_id.into()],
+            )
+            .await?;
+            if picked != 1 {
+                results[i] = Err(PersistError::WishNotAvailable);
+            }
+        }
+    }
+    let live: Vec<usize> = (0..changes.len()).filter(|&i| results[i].is_ok()).collect();
+
+    // 2. The version guard: every live change's family must still be at its base version.
+    let rows: Vec<Vec<Value>> = live
+        .iter()
+        .map(|&i| {
+            let c = &changes[i];
+            vec![
+                c.family_id.into(),
+                c.base_version.into(),
+                (c.base_version + 1).into(),
+            ]
+        })
+        .collect();
+    let matched = exec_chunked(&txn, backend, &rows, |n| {
+        format!(
+            "UPDATE families AS f SET board_version = v.column3 FROM (VALUES {}) AS v \
+             WHERE f.id = v.column1 AND f.board_version = v.column2",
+            sql.values_rows(n, &["bigint", "bigint", "bigint"])
+        )
+    })
+    .await?;
+    if matched != live.len() as u64 {
+        return Err(BatchFailure::Conflict);
+    }
+
+    // 3. Board rows.
+    let mut updates = Vec::new();
+    for &i in &live {
+        let change = &changes[i];
+        let version = change.base_version + 1;
+        match &change.op {
+            BoardOp::Create { wish_id, size, at } => {
+                let row = txn
+                    .query_one_raw(Statement::from_sql_and_values(
+                        backend,
+                        format!(
+                            "INSERT INTO boards (family_id, wish_id, size, granted, attached, status, version, created_at) \
+                             VALUES ({}, {}, {}, 0, 0, 'active', {}, {}) RETURNING id",
+                            sql.placeholder(1),
+                            sql.placeholder(2),
+                            sql.placeholder(3),
+                            sql.placeholder(4),
+                            sql.placeholder(5)
+                        ),
+                        vec![
+                            change.family_id.into(),
+                            (*wish_id).into(),
+                            (*size).into(),
+                            version.into(),
+                            (*at).into(),
+                        ],
+                    ))
+                    .await?
+                    .ok_or_else(|| DbErr::RecordNotInserted)?;
+                let board_id: i64 = row.try_get_by_index(0)?;
+                results[i] = Ok(Committed { board_id });
+            }
+            BoardOp::Update {
+                board_id,
+                granted,
+                attached,
+                completed,
+            } => {
+                let (status, completed_at) = match completed {
+                    Some((at, _)) => ("complete", Some(*at)),
+                    None => ("active", None),
+                };
+                updates.push(vec![
+                    (*board_id).into(),
+                    (*granted).into(),
+                    (*attached).into(),
+                    status.into(),
+                    version.into(),
+                    completed_at.into(),
+                ]);
+                if let Some((at, wish_id)) = completed {
+                    exec(
+                        &txn,
+                        backend,
+                        format!(
+                            "UPDATE wishes SET status = 'given', given_at = {} WHERE id = {}",
+                            sql.placeholder(1),
+                            sql.placeholder(2)
+                        ),
+                        vec![(*at).into(), (*wish_id).into()],
+                    )
+                    .await?;
+                }
+            }
+            BoardOp::Cancel {
+                board_id,
+                wish_id,
+                at,
+            } => {
+                exec(
+                    &txn,
+                    backend,
+                    format!(
+                        "UPDATE boards SET status = 'cancelled', cancelled_at = {}, version = {} WHERE id = {}",
+                        sql.placeholder(1),
+                        sql.placeholder(2),
+                        sql.placeholder(3)
+                    ),
+                    vec![(*at).into(), version.into(), (*board_id).into()],
+                )
+                .await?;
+                exec(
+                    &txn,
+                    backend,
+                    format!(
+                        "UPDATE wishes SET status = 'wished', picked_at = NULL WHERE id = {}",
+                        sql.placeholder(1)
+                    ),
+                    vec![(*wish_id).into()],
+                )
+                .await?;
+            }
+        }
+    }
+    exec_chunked(&txn, backend, &updates, |n| {
+        format!(
+            "UPDATE boards AS b SET granted = v.column2, attached = v.column3, status = v.column4, \
+             version = v.column5, completed_at = v.column6 FROM (VALUES {}) AS v WHERE b.id = v.column1",
+            sql.values_rows(
+                n,
+                &["bigint", "integer", "integer", "text", "bigint", "timestamptz"]
+            )
+        )
+    })
+    .await?;
+
+    // 4. The ledger.
+    let mut events = Vec::new();
+    for &i in &live {
+        let change = &changes[i];
+        let board_id = results[i].as_ref().map_or(0, |c| c.board_id);
+        for e in &change.events {
+            events.push(vec![
+                change.family_id.into(),
+                board_id.into(),
+                e.kind.into(),
+                e.count.into(),
+                e.by_user_id.into(),
+                e.idem_key.clone().into(),
+                (change.base_version + 1).into(),
+                e.granted.into(),
+                e.attached.into(),
+                e.status.into(),
+                e.at.into(),
+            ]);
+        }
+    }
+    exec_chunked(&txn, backend, &events, |n| {
+        format!(
+            "INSERT INTO grape_events (family_id, board_id, kind, count, by_user_id, idem_key, \
+             version, granted, attached, status, at) VALUES {}",
+            sql.values_rows(
+                n,
+                &[
+                    "bigint",
+                    "bigint",
+                    "text",
+                    "integer",
+                    "bigint",
+                    "text",
+                    "bigint",
+                    "integer",
+                    "integer",
+                    "text",
+                    "timestamptz"
+                ]
+            )
+        )
+    })
+    .await?;
+
+    txn.commit().await?;
+    Ok(results)
+}
+
+async fn exec(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    sql: String,
+    values: Vec<Value>,
+) -> Result<u64, DbErr> {
+    Ok(txn
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// Runs `statement(n)` over `rows` in chunks of the sizes in [`CHUNKS`]; returns rows affected.
+async fn exec_chunked(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    rows: &[Vec<Value>],
+    statement: impl Fn(usize) -> String,
+) -> Result<u64, DbErr> {
+    let mut affected = 0;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        affected += exec(txn, backend, statement(n), values).await?;
+        rest = tail;
+    }
+    Ok(affected)
+}
