@@ -53,11 +53,15 @@ pub struct Application {
 #[derive(Clone)]
 pub struct Stopper {
     handle: ServerHandle,
+    state: web::Data<AppState>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
-        self.handle.stop(true).await;
+        // Stop accepting first, then end the long-lived streams so running requests can finish.
+        let stopped = self.handle.stop(true);
+        self.state.boards.close_sessions();
+        stopped.await;
     }
 }
 
@@ -104,6 +108,7 @@ impl Application {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let app_state = state.clone();
+        let static_dir = state.config.static_dir.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -112,7 +117,7 @@ impl Application {
                 .app_data(api::extract::query_config())
                 .wrap(ErrorHandlers::new().default_handler(api::extract::json_error_body))
                 .wrap(access_log())
-                .configure(api::configure)
+                .configure(|cfg| api::configure(cfg, &static_dir))
         })
         .workers(workers)
         .disable_signals()
@@ -141,6 +146,7 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             handle: self.server.handle(),
+            state: self.state.clone(),
         }
     }
 

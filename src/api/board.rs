@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use super::char_len;
 use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, StreamAuthUser};
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
-use crate::board::{Command, GetBoard, Snapshot};
+use crate::board::sse::{self, SseSession};
+use crate::board::{Command, GetBoard, Snapshot, Subscribe, Unsubscribe};
 use crate::error::{ApiError, FieldErrors};
 use crate::model::{Role, ts};
 
@@ -18,7 +19,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/board", web::delete().to(cancel))
         .route("/board/grant", web::post().to(grant))
         .route("/board/attach", web::post().to(attach))
-        .route("/board/history", web::get().to(history));
+        .route("/board/history", web::get().to(history))
+        .route("/board/events", web::get().to(events));
 }
 
 async fn get(
@@ -169,4 +171,36 @@ async fn history(
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+}
+
+/// `GET /api/board/events`: the live board (API.md "Live board"). Auth and family are checked
+/// before the stream starts, so a bad token is a plain 401.
+async fn events(
+    state: web::Data<AppState>,
+    StreamAuthUser(member): StreamAuthUser,
+) -> Result<HttpResponse, ApiError> {
+    use actix::Actor;
+    let family_id = member.family()?;
+    let (latest, receiver) = tokio::sync::watch::channel(None);
+    let id = sse::next_session_id();
+    let actors = state.boards.actors().clone();
+    let session = SseSession::new(
+        latest,
+        state.metrics.clone(),
+        Box::new(move || {
+            if let Some(board) = actors.get(&family_id) {
+                board.do_send(Unsubscribe { id });
+            }
+        }),
+    )
+    .start();
+    state
+        .boards
+        .send(family_id, Subscribe { id, session })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(sse::event_stream(receiver, state.config.timing.sse_ping())))
 }

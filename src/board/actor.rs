@@ -12,6 +12,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use super::rules::{self, Counts, Refusal, WishStatus};
+use super::sse::{BoardEvent, CloseSession, SseSession};
 use super::store::{self, Loaded};
 use super::view::{Board, BoardRow, BoardStatus, Snapshot};
 use crate::config::Timing;
@@ -76,6 +77,28 @@ impl Command {
     }
 }
 
+/// Registers an SSE session; it gets the current state at once and every change after it.
+#[derive(Clone)]
+pub struct Subscribe {
+    pub id: u64,
+    pub session: Addr<SseSession>,
+}
+
+impl Message for Subscribe {
+    type Result = Result<(), ApiError>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub id: u64,
+}
+
+/// Ends every SSE session of the family (server shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSessions;
+
 /// The current state, without changing it.
 #[derive(Clone, Copy, Debug)]
 pub struct GetBoard;
@@ -88,6 +111,7 @@ pub struct FamilyBoard {
     family_id: i64,
     deps: BoardDeps,
     state: Option<Loaded>,
+    sessions: HashMap<u64, Addr<SseSession>>,
     recent_keys: HashMap<(i64, String), Board>,
     key_order: VecDeque<(i64, String)>,
     last_active: Instant,
@@ -99,6 +123,7 @@ impl FamilyBoard {
             family_id,
             deps,
             state: None,
+            sessions: HashMap::new(),
             recent_keys: HashMap::new(),
             key_order: VecDeque::new(),
             last_active: Instant::now(),
@@ -110,6 +135,21 @@ impl FamilyBoard {
             version: s.version,
             board: s.board.as_ref().map(|b| b.to_board(s.version)),
         })
+    }
+
+    /// Sends the current state to every SSE session, encoded once for all of them.
+    fn broadcast(&mut self) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let Some(snapshot) = self.snapshot() else {
+            return;
+        };
+        let event = BoardEvent::encode(&snapshot);
+        self.sessions.retain(|_, session| {
+            session.do_send(event.clone());
+            session.connected()
+        });
     }
 
     fn remember_key(&mut self, key: (i64, String), board: Board) {
@@ -127,7 +167,9 @@ impl FamilyBoard {
     /// families. Queued messages of a stopped actor fail with `Closed` and the registry retries
     /// them on a fresh actor, which loads the committed state.
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.last_active.elapsed() >= self.deps.timing.family_idle() {
+        self.sessions.retain(|_, session| session.connected());
+        if self.sessions.is_empty() && self.last_active.elapsed() >= self.deps.timing.family_idle()
+        {
             let me = ctx.address();
             self.deps
                 .actors
@@ -176,6 +218,61 @@ impl Handler<GetBoard> for FamilyBoard {
                         .ok_or_else(|| ApiError::internal("state vanished"))
                 }),
         ))
+    }
+}
+
+impl Handler<Subscribe> for FamilyBoard {
+    type Result = AtomicResponse<Self, Result<(), ApiError>>;
+
+    fn handle(
+        &mut self,
+        Subscribe { id, session }: Subscribe,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        self.last_active = Instant::now();
+        let load = match self.state {
+            Some(_) => None,
+            None => Some((self.deps.db.clone(), self.family_id)),
+        };
+        AtomicResponse::new(Box::pin(
+            async move {
+                match load {
+                    Some((db, family_id)) => store::load(&db, family_id).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+            .into_actor(self)
+            .map(move |loaded, act, _| {
+                if let Some(loaded) = loaded? {
+                    act.state = Some(loaded);
+                }
+                let snapshot = act
+                    .snapshot()
+                    .ok_or_else(|| ApiError::internal("state vanished"))?;
+                session.do_send(BoardEvent::encode(&snapshot));
+                act.sessions.insert(id, session);
+                Ok(())
+            }),
+        ))
+    }
+}
+
+impl Handler<Unsubscribe> for FamilyBoard {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe { id }: Unsubscribe, _: &mut Context<Self>) {
+        self.sessions.remove(&id);
+        self.last_active = Instant::now();
+    }
+}
+
+impl Handler<CloseSessions> for FamilyBoard {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseSessions, _: &mut Context<Self>) {
+        for (_, session) in self.sessions.drain() {
+            session.do_send(CloseSession);
+        }
     }
 }
 
@@ -271,6 +368,7 @@ impl Handler<Command> for FamilyBoard {
                     if let (Some(key), Some(board)) = (key, &snapshot.board) {
                         act.remember_key(key, board.clone());
                     }
+                    act.broadcast();
                     Ok(snapshot)
                 }
                 Err(err) => {

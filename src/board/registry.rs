@@ -4,7 +4,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use dashmap::DashMap;
 
-use super::actor::{BoardDeps, FamilyBoard};
+use super::actor::{BoardDeps, CloseSessions, FamilyBoard};
 use crate::error::ApiError;
 
 pub struct BoardRegistry {
@@ -18,6 +18,13 @@ impl BoardRegistry {
 
     pub fn actors(&self) -> &Arc<DashMap<i64, Addr<FamilyBoard>>> {
         &self.deps.actors
+    }
+
+    /// Ends every SSE stream (shutdown), so the HTTP server can finish its connections.
+    pub fn close_sessions(&self) {
+        for entry in self.deps.actors.iter() {
+            entry.value().do_send(CloseSessions);
+        }
     }
 
     fn addr(&self, family_id: i64) -> Addr<FamilyBoard> {

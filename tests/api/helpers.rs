@@ -64,6 +64,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         base,
         config,
         client: awc::Client::builder()
+            // No pool cap: tests hold hundreds of streams open at once.
+            .connector(awc::Connector::new().limit(0))
             .timeout(Duration::from_secs(30))
             .finish(),
         stopper,
@@ -235,5 +237,144 @@ impl TestApp {
         let (status, body) = self.get("/api/board", token).await;
         assert_eq!(status, StatusCode::OK, "board: {body}");
         body["board"].clone()
+    }
+}
+
+/// One SSE block (the lines up to a blank line).
+#[derive(Debug, Default, Clone)]
+pub struct SseBlock {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl SseBlock {
+    /// The `board` event's version and payload.
+    pub fn board(&self) -> Option<(i64, Value)> {
+        if self.event.as_deref() != Some("board") {
+            return None;
+        }
+        let id = self.id.as_ref()?.parse().ok()?;
+        let data = serde_json::from_str(self.data.as_ref()?).ok()?;
+        Some((id, data))
+    }
+}
+
+type ByteStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
+>;
+
+/// A client reading an SSE stream block by block.
+pub struct SseClient {
+    body: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl SseClient {
+    /// The next block, or None when the stream ended or nothing came within `wait`.
+    pub async fn next_block(&mut self, wait: Duration) -> Option<SseBlock> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                return Some(parse_block(&String::from_utf8_lossy(&raw)));
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next `board` event, skipping pings.
+    pub async fn next_board(&mut self, wait: Duration) -> Option<(i64, Value)> {
+        loop {
+            let block = self.next_block(wait).await?;
+            if let Some(board) = block.board() {
+                return Some(board);
+            }
+        }
+    }
+
+    /// Reads board events until one has `version` (or `wait` passes); returns all versions seen.
+    pub async fn versions_until(&mut self, version: i64, wait: Duration) -> Vec<i64> {
+        let mut seen = Vec::new();
+        while let Some((v, _)) = self.next_board(wait).await {
+            seen.push(v);
+            if v >= version {
+                break;
+            }
+        }
+        seen
+    }
+}
+
+pub fn parse_block(text: &str) -> SseBlock {
+    let mut block = SseBlock::default();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix(':') {
+            block.comment = Some(comment.trim().to_owned());
+        } else if let Some((field, value)) = line.split_once(':') {
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "event" => block.event = Some(value),
+                "id" => block.id = Some(value),
+                "data" => block.data = Some(value),
+                "retry" => block.retry = Some(value),
+                _ => {}
+            }
+        }
+    }
+    block
+}
+
+impl TestApp {
+    /// Opens `GET /api/board/events` with the token in the query (as EventSource does).
+    pub async fn sse(&self, token: &str) -> SseClient {
+        let res = self
+            .client
+            .get(self.url(&format!("/api/board/events?access_token={token}")))
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .expect("SSE request");
+        assert_eq!(res.status(), StatusCode::OK);
+        let content_type = res.headers().get("content-type").expect("content type");
+        assert_eq!(content_type.to_str().unwrap(), "text/event-stream");
+        SseClient {
+            body: Box::pin(res),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A metric's value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut res = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        let text =
+            String::from_utf8(res.body().await.expect("metrics body").to_vec()).expect("utf-8");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Polls a metric until it has `value` (or 10 s pass); returns the last value seen.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) -> f64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.metric(name).await;
+            if seen == value || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

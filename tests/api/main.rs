@@ -4,4 +4,5 @@ mod board;
 mod errors;
 mod helpers;
 mod pairing;
+mod sse;
 mod wishes;
