@@ -10,7 +10,7 @@ use actix_web::web;
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
     cfg.service(
         web::scope("/api")
             .configure(accounts::routes)
@@ -20,6 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(not_found)),
     )
     .configure(ops::routes)
+    // The web client: plain files, `/` serves index.html.
+    .service(
+        actix_files::Files::new("/", static_dir)
+            .index_file("index.html")
+            .prefer_utf8(true),
+    )
     .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,94 @@
+// A tiny DOM toolkit: element builder, toast, dates.
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === 'class') {
+      el.className = value;
+    } else if (key === 'dataset') {
+      Object.assign(el.dataset, value);
+    } else if (key in el && typeof value !== 'string') {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, value === true ? '' : value);
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export const svgNS = 'http://www.w3.org/2000/svg';
+
+export function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(svgNS, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value);
+  }
+  for (const child of children.flat(Infinity)) if (child) el.append(child);
+  return el;
+}
+
+let toastTimer;
+export function toast(message, kind = 'info') {
+  const el = document.getElementById('toast');
+  el.textContent = message;
+  el.dataset.kind = kind;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    el.hidden = true;
+  }, 2600);
+}
+
+export function showError(error) {
+  toast(error && error.message ? error.message : String(error), 'error');
+}
+
+/** Disables a button while `work` runs, so a double tap does not send twice. */
+export async function busy(button, work) {
+  if (button.disabled) return undefined;
+  button.disabled = true;
+  try {
+    return await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+const pad = (n) => String(n).padStart(2, '0');
+
+export function ymd(date) {
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+}
+
+export function formatTime(iso) {
+  const d = new Date(iso);
+  const hours = d.getHours();
+  return `${hours < 12 ? '오전' : '오후'} ${hours % 12 || 12}:${pad(d.getMinutes())}`;
+}
+
+export function formatDate(iso) {
+  const d = new Date(iso);
+  return `${d.getMonth() + 1}월 ${d.getDate()}일`;
+}
+
+export function formatDay(dateText) {
+  const [y, m, d] = dateText.split('-').map(Number);
+  const weekday = '일월화수목금토'[new Date(y, m - 1, d).getDay()];
+  return `${m}월 ${d}일 (${weekday})`;
+}
+
+export function emptyState(icon, title, text) {
+  return h('div', { class: 'empty' }, h('div', { class: 'empty-icon' }, icon), h('p', { class: 'empty-title' }, title), text && h('p', { class: 'empty-text' }, text));
+}
