@@ -67,8 +67,10 @@ impl Stopper {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let db = Db::connect(&config.database_url()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let mut db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
+        db.count_statements(&metrics);
         let secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
             None => {
@@ -81,7 +83,6 @@ impl Application {
                 .await?
             }
         };
-        let metrics = Arc::new(Metrics::default());
         let persister = Persister::new(db.clone(), metrics.clone()).start();
         let boards = BoardRegistry::new(BoardDeps {
             db: db.clone(),

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub sse_sessions: AtomicI64,
     pub ws_sessions: AtomicI64,
     pub board_changes: AtomicU64,
+    pub db_statements: AtomicU64,
     pub messages_committed: AtomicU64,
     pub pushes_sent: AtomicU64,
     pub pushes_failed: AtomicU64,
@@ -66,6 +67,11 @@ impl Metrics {
                 "podo_board_changes_total",
                 "Committed board changes.",
                 self.board_changes.load(Relaxed),
+            ),
+            (
+                "podo_db_statements_total",
+                "SQL statements sent to the database.",
+                self.db_statements.load(Relaxed),
             ),
             (
                 "podo_messages_committed_total",

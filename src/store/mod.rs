@@ -48,6 +48,18 @@ impl Db {
         }
     }
 
+    /// Counts every statement sent (reads and writes) in `metrics.db_statements`.
+    pub fn count_statements(&mut self, metrics: &std::sync::Arc<crate::metrics::Metrics>) {
+        for conn in [&mut self.write, &mut self.read] {
+            let metrics = metrics.clone();
+            conn.set_metric_callback(move |_| {
+                metrics
+                    .db_statements
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.write.get_database_backend()
     }
