@@ -14,7 +14,8 @@ use crate::api;
 use crate::auth::MemberCache;
 use crate::auth::throttle::FailureThrottle;
 use crate::auth::token::TokenKeys;
-use crate::board::{BoardDeps, BoardRegistry};
+use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
+use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Db;
@@ -33,6 +34,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// family id -> FamilyBoard actor.
     pub boards: BoardRegistry,
+    /// family id -> ChatRoom actor.
+    pub chats: ChatRegistry,
+    pub chat_deps: ChatDeps,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +64,9 @@ impl Stopper {
     pub async fn stop(&self) {
         // Stop accepting first, then end the long-lived streams so running requests can finish.
         let stopped = self.handle.stop(true);
-        self.state.boards.close_sessions();
+        self.state.boards.broadcast(crate::board::CloseSessions);
+        // Rooms commit and ack what is pending, then close their sessions with 1001.
+        self.state.chats.broadcast(CloseRoom);
         stopped.await;
     }
 }
@@ -84,12 +90,28 @@ impl Application {
             }
         };
         let persister = Persister::new(db.clone(), metrics.clone()).start();
-        let boards = BoardRegistry::new(BoardDeps {
+        let board_actors = crate::registry::Actors::default();
+        let board_deps = BoardDeps {
             db: db.clone(),
-            persister,
+            persister: persister.clone(),
             metrics: metrics.clone(),
             timing: config.timing.clone(),
-            actors: Default::default(),
+            actors: board_actors.clone(),
+        };
+        let boards = BoardRegistry::new(board_actors, move |family_id| {
+            FamilyBoard::new(family_id, board_deps.clone())
+        });
+        let chat_actors = crate::registry::Actors::default();
+        let chat_deps = ChatDeps {
+            db: db.clone(),
+            persister: persister.clone(),
+            metrics: metrics.clone(),
+            timing: config.timing.clone(),
+            actors: chat_actors.clone(),
+        };
+        let room_deps = chat_deps.clone();
+        let chats = ChatRegistry::new(chat_actors, move |family_id| {
+            ChatRoom::new(family_id, room_deps.clone())
         });
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
@@ -98,6 +120,8 @@ impl Application {
             join_throttle: FailureThrottle::new(10, Duration::from_secs(10 * 60)),
             metrics,
             boards,
+            chats,
+            chat_deps,
             db,
             config,
         });

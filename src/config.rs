@@ -44,6 +44,12 @@ pub struct Timing {
     /// Seconds between SSE `: ping` comments.
     #[arg(long, env = "PODO_SSE_PING_SECS", default_value_t = 15)]
     pub sse_ping_secs: u64,
+    /// Seconds between WebSocket pings.
+    #[arg(long, env = "PODO_WS_PING_SECS", default_value_t = 15)]
+    pub ws_ping_secs: u64,
+    /// Seconds without any frame (pong or other) before a chat session is dropped.
+    #[arg(long, env = "PODO_WS_TIMEOUT_SECS", default_value_t = 45)]
+    pub ws_timeout_secs: u64,
     /// Seconds a family's actors stay loaded without activity or sessions.
     #[arg(long, env = "PODO_IDLE_SECS", default_value_t = 300)]
     pub family_idle_secs: u64,
@@ -52,6 +58,12 @@ pub struct Timing {
 impl Timing {
     pub fn sse_ping(&self) -> Duration {
         Duration::from_secs(self.sse_ping_secs)
+    }
+    pub fn ws_ping(&self) -> Duration {
+        Duration::from_secs(self.ws_ping_secs)
+    }
+    pub fn ws_timeout(&self) -> Duration {
+        Duration::from_secs(self.ws_timeout_secs)
     }
     pub fn family_idle(&self) -> Duration {
         Duration::from_secs(self.family_idle_secs)
@@ -62,6 +74,8 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             sse_ping_secs: 15,
+            ws_ping_secs: 15,
+            ws_timeout_secs: 45,
             family_idle_secs: 300,
         }
     }

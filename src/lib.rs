@@ -3,10 +3,12 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod board;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod store;
 
 pub use app::Application;

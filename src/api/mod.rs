@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per resource: parse, authorize, call, map.
 pub mod accounts;
 pub mod board;
+pub mod chat;
 pub mod extract;
 pub mod family;
 pub mod ops;
@@ -17,6 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
             .configure(family::routes)
             .configure(wishes::routes)
             .configure(board::routes)
+            .configure(chat::routes)
             .default_service(web::to(not_found)),
     )
     .configure(ops::routes)

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dashmap::DashMap;
 
 use super::rules::{self, Counts, Refusal, WishStatus};
 use super::sse::{BoardEvent, CloseSession, SseSession};
@@ -37,7 +36,7 @@ pub struct BoardDeps {
     pub persister: Addr<Persister>,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
-    pub actors: Arc<DashMap<i64, Addr<FamilyBoard>>>,
+    pub actors: crate::registry::Actors<FamilyBoard>,
 }
 
 /// A change to the board, on behalf of `by` (already authorized for the family and role).
@@ -95,7 +94,7 @@ pub struct Unsubscribe {
 }
 
 /// Ends every SSE session of the family (server shutdown).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct CloseSessions;
 
@@ -170,10 +169,7 @@ impl FamilyBoard {
         self.sessions.retain(|_, session| session.connected());
         if self.sessions.is_empty() && self.last_active.elapsed() >= self.deps.timing.family_idle()
         {
-            let me = ctx.address();
-            self.deps
-                .actors
-                .remove_if(&self.family_id, |_, addr| *addr == me);
+            crate::registry::deregister(&self.deps.actors, self.family_id, &ctx.address());
             ctx.stop();
         }
     }

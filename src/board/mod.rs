@@ -1,12 +1,13 @@
 //! The grape board: pure rules, the FamilyBoard actor per family, its registry, reads, and the
 //! live board over SSE.
 pub mod actor;
-pub mod registry;
 pub mod rules;
 pub mod sse;
 pub mod store;
 pub mod view;
 
 pub use actor::{BoardDeps, CloseSessions, Command, FamilyBoard, GetBoard, Subscribe, Unsubscribe};
-pub use registry::BoardRegistry;
+
+/// Family id → FamilyBoard.
+pub type BoardRegistry = crate::registry::Registry<FamilyBoard>;
 pub use view::{Board, Snapshot};

@@ -131,3 +131,20 @@ pub mod grape_event {
     }
     no_relations!();
 }
+
+pub mod message {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "messages")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub family_id: i64,
+        pub seq: i64,
+        pub sender_id: i64,
+        pub client_id: String,
+        pub text: String,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}

@@ -1,4 +1,4 @@
-//! The Persister: the one path to the database for board changes (and chat messages later).
+//! The Persister: the one path to the database for board changes and chat messages.
 //!
 //! Group commit: while one transaction commits, new requests queue up; the next transaction takes
 //! everything queued (up to [`MAX_BATCH`]) and writes it with multi-row statements of a few fixed
@@ -100,9 +100,49 @@ impl Message for CommitBoard {
     type Result = Result<Committed, PersistError>;
 }
 
+/// One chat message row; `seq` is assigned by the family's ChatRoom.
+#[derive(Clone, Debug)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub sender_id: i64,
+    pub client_id: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Consecutive messages of one family. Either all of them commit or none does; a seq or
+/// client id already in the database (another server, or a resend the room could not see) is a
+/// [`PersistError::Conflict`] and nothing is written.
+pub struct CommitMessages {
+    pub family_id: i64,
+    pub rows: Vec<MessageRow>,
+}
+
+impl Message for CommitMessages {
+    type Result = Result<(), PersistError>;
+}
+
+enum Write {
+    Board(
+        BoardChange,
+        oneshot::Sender<Result<Committed, PersistError>>,
+    ),
+    Chat(CommitMessages, oneshot::Sender<Result<(), PersistError>>),
+}
+
+impl Write {
+    /// At most one write per (kind, family) in a batch: a family's next write is based on the
+    /// previous one's result.
+    fn slot(&self) -> (bool, i64) {
+        match self {
+            Write::Board(change, _) => (true, change.family_id),
+            Write::Chat(group, _) => (false, group.family_id),
+        }
+    }
+}
+
 struct Pending {
-    change: BoardChange,
-    reply: oneshot::Sender<Result<Committed, PersistError>>,
+    write: Write,
 }
 
 pub struct Persister {
@@ -135,7 +175,7 @@ impl Persister {
             async move {
                 let size = batch.len();
                 let started = std::time::Instant::now();
-                let ok = commit_and_reply(&db, batch).await;
+                let ok = commit_and_reply(&db, &metrics, batch).await;
                 metrics.record_batch(size, started.elapsed(), ok);
             }
             .into_actor(self)
@@ -147,14 +187,14 @@ impl Persister {
     }
 }
 
-/// Takes up to [`MAX_BATCH`] changes, at most one per family (a family's second change is based on
-/// the first's version and must see it committed), leaving the rest queued in order.
+/// Takes up to [`MAX_BATCH`] writes, at most one per kind and family (a family's second change is
+/// based on the first's result and must see it committed), leaving the rest queued in order.
 fn take_batch(queue: &mut Vec<Pending>) -> Vec<Pending> {
     let mut families = HashSet::new();
     let mut batch = Vec::new();
     let mut rest = Vec::new();
     for pending in queue.drain(..) {
-        if batch.len() < MAX_BATCH && families.insert(pending.change.family_id) {
+        if batch.len() < MAX_BATCH && families.insert(pending.write.slot()) {
             batch.push(pending);
         } else {
             rest.push(pending);
@@ -181,28 +221,75 @@ impl Handler<CommitBoard> for Persister {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Pending { change, reply });
+        self.queue.push(Pending {
+            write: Write::Board(change, reply),
+        });
+        self.kick(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
+    }
+}
+
+impl Handler<CommitMessages> for Persister {
+    type Result = ResponseFuture<Result<(), PersistError>>;
+
+    fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push(Pending {
+            write: Write::Chat(group, reply),
+        });
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
 }
 
 /// Commits a batch and answers every waiter. Returns whether the transaction committed.
-async fn commit_and_reply(db: &Db, batch: Vec<Pending>) -> bool {
-    let (changes, replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|p| (p.change, p.reply)).unzip();
-    let (ok, results) = match commit(db, &changes).await {
-        Ok(results) => (true, results),
-        Err(BatchFailure::Conflict) => (false, vec![Err(PersistError::Conflict); changes.len()]),
+async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Pending>) -> bool {
+    let mut changes = Vec::new();
+    let mut board_replies = Vec::new();
+    let mut groups = Vec::new();
+    let mut chat_replies = Vec::new();
+    for pending in batch {
+        match pending.write {
+            Write::Board(change, reply) => {
+                changes.push(change);
+                board_replies.push(reply);
+            }
+            Write::Chat(group, reply) => {
+                groups.push(group);
+                chat_replies.push(reply);
+            }
+        }
+    }
+    let failure = |err: PersistError, n| vec![Err(err); n];
+    let (ok, board_results, chat_result) = match commit(db, &changes, &groups).await {
+        Ok(results) => (true, results, Ok(())),
+        Err(BatchFailure::Conflict) => (
+            false,
+            failure(PersistError::Conflict, changes.len()),
+            Err(PersistError::Conflict),
+        ),
         Err(BatchFailure::Database(err)) => {
-            log::error!("commit of {} board changes failed: {err}", changes.len());
+            log::error!(
+                "commit of {} board changes and {} message groups failed: {err}",
+                changes.len(),
+                groups.len()
+            );
             let err = PersistError::Database(err.to_string());
-            (false, vec![Err(err); changes.len()])
+            (false, failure(err.clone(), changes.len()), Err(err))
         }
     };
-    for (reply, result) in replies.into_iter().zip(results) {
-        // A waiter that went away (client disconnected) does not undo a commit.
+    if ok {
+        let messages: usize = groups.iter().map(|g| g.rows.len()).sum();
+        metrics
+            .messages_committed
+            .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    // A waiter that went away (client disconnected) does not undo a commit.
+    for (reply, result) in board_replies.into_iter().zip(board_results) {
         let _ = reply.send(result);
+    }
+    for reply in chat_replies {
+        let _ = reply.send(chat_result.clone());
     }
     ok
 }
@@ -223,6 +310,7 @@ impl From<DbErr> for BatchFailure {
 async fn commit(
     db: &Db,
     changes: &[BoardChange],
+    groups: &[CommitMessages],
 ) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
     let backend = db.backend();
     let sql = BatchSql::new(backend);
@@ -432,6 +520,37 @@ async fn commit(
         )
     })
     .await?;
+
+    // 5. Chat messages: all rows or a conflict.
+    let rows: Vec<Vec<Value>> = groups
+        .iter()
+        .flat_map(|g| {
+            g.rows.iter().map(move |m| {
+                vec![
+                    g.family_id.into(),
+                    m.seq.into(),
+                    m.sender_id.into(),
+                    m.client_id.clone().into(),
+                    m.text.clone().into(),
+                    m.created_at.into(),
+                ]
+            })
+        })
+        .collect();
+    let inserted = exec_chunked(&txn, backend, &rows, |n| {
+        format!(
+            "INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            sql.values_rows(
+                n,
+                &["bigint", "bigint", "bigint", "text", "text", "timestamptz"]
+            )
+        )
+    })
+    .await?;
+    if inserted != rows.len() as u64 {
+        return Err(BatchFailure::Conflict);
+    }
 
     txn.commit().await?;
     Ok(results)

@@ -378,3 +378,124 @@ impl TestApp {
         }
     }
 }
+
+pub type WsConn = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+/// A chat WebSocket client. It answers pings like a browser does, unless told not to.
+pub struct WsClient {
+    pub conn: WsConn,
+    pub answer_pings: bool,
+}
+
+/// How a WebSocket ended, as the client saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsEnd {
+    Closed(Option<u16>),
+    Gone,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        use futures_util::SinkExt;
+        self.conn
+            .send(awc::ws::Message::Text(value.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.conn
+            .send(awc::ws::Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON frame within `wait`; Err when the connection ended.
+    pub async fn next_frame(&mut self, wait: Duration) -> Result<Option<Value>, WsEnd> {
+        use futures_util::{SinkExt, StreamExt};
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let item = match tokio::time::timeout_at(deadline, self.conn.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(WsEnd::Gone),
+                Ok(Some(Err(_))) => return Err(WsEnd::Gone),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match item {
+                awc::ws::Frame::Text(bytes) => {
+                    return Ok(Some(serde_json::from_slice(&bytes).expect("JSON frame")));
+                }
+                awc::ws::Frame::Ping(payload) if self.answer_pings => {
+                    let _ = self.conn.send(awc::ws::Message::Pong(payload)).await;
+                }
+                awc::ws::Frame::Close(reason) => {
+                    return Err(WsEnd::Closed(reason.map(|r| u16::from(r.code))));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame of `kind` (skipping others) within `wait`.
+    pub async fn expect(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.next_frame(left).await {
+                Ok(Some(frame)) if frame["type"] == kind => return frame,
+                Ok(Some(_)) => continue,
+                other => panic!("expected a {kind} frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Every frame that arrives within `wait` (stops early if the connection ends).
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = self.next_frame(wait).await {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Waits for the connection to end; returns how.
+    pub async fn ended(&mut self, wait: Duration) -> Option<WsEnd> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Err(end) = self.next_frame(left).await {
+                return Some(end);
+            }
+        }
+    }
+
+    pub async fn send_message(&mut self, client_id: &str, text: &str) {
+        self.send_json(json!({"type": "send", "client_id": client_id, "text": text}))
+            .await;
+    }
+}
+
+impl TestApp {
+    /// Opens the chat WebSocket with the token in the query (as a browser does) and reads hello.
+    pub async fn ws(&self, token: &str) -> (WsClient, Value) {
+        let url = self.url(&format!("/api/chat/ws?access_token={token}"));
+        let (res, conn) = self
+            .client
+            .ws(url)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("ws connect");
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut client = WsClient {
+            conn,
+            answer_pings: true,
+        };
+        let hello = client.expect("hello", Duration::from_secs(5)).await;
+        (client, hello)
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests over real HTTP against a real server (see helpers.rs).
 mod accounts;
 mod board;
+mod chat;
 mod errors;
 mod helpers;
 mod pairing;

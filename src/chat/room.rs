@@ -1,0 +1,547 @@
+//! The ChatRoom actor: one per family. It holds the family's open sessions and who is present
+//! (memory only), assigns `seq` and commits messages through the Persister in groups, and after
+//! each commit acks the senders and fans the messages out, in seq order.
+//!
+//! Only one group of a room is in the Persister at a time: the next group is formed when the
+//! previous one committed, so a failed commit never leaves a gap in the family's seqs.
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use super::frames::{ChatMessage, ServerFrame};
+use super::session::{Deliver, WsSession};
+use super::store::{self, CLIENT_ID_WINDOW, RoomStart};
+use crate::config::Timing;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::model;
+use crate::registry::{Actors, deregister};
+use crate::store::Db;
+use crate::store::persister::{CommitMessages, MessageRow, PersistError, Persister};
+
+#[derive(Clone)]
+pub struct ChatDeps {
+    pub db: Db,
+    pub persister: Addr<Persister>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub actors: Actors<ChatRoom>,
+}
+
+/// A session enters the room; answered with what the `hello` frame says.
+#[derive(Clone)]
+pub struct Join {
+    pub session_id: u64,
+    pub user_id: i64,
+    pub session: Addr<WsSession>,
+}
+
+pub struct Hello {
+    pub last_seq: i64,
+    pub present: Vec<i64>,
+}
+
+impl Message for Join {
+    type Result = Result<Hello, ApiError>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub session_id: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetVisible {
+    pub session_id: u64,
+    pub visible: bool,
+}
+
+/// A checked `send` frame; the sender is the session's authenticated user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Post {
+    pub session_id: u64,
+    pub sender_id: i64,
+    pub client_id: String,
+    pub text: String,
+}
+
+/// Server shutdown: commit what is pending, ack it, then close every session with 1001.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CloseRoom;
+
+/// Whether a member is in the room (an open, visible session); asked by the push dispatcher.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsPresent {
+    pub user_id: i64,
+}
+
+struct SessionEntry {
+    user_id: i64,
+    visible: bool,
+    addr: Addr<WsSession>,
+}
+
+/// An accepted message waiting for its group's commit.
+struct Outgoing {
+    sender_id: i64,
+    client_id: String,
+    text: String,
+}
+
+type Key = (i64, String);
+
+struct RoomState {
+    last_seq: i64,
+    members: HashMap<i64, String>,
+    recent: HashMap<Key, i64>,
+    recent_order: VecDeque<Key>,
+    /// `recent` holds every message of the room, so a miss there means a new client id.
+    complete: bool,
+}
+
+impl RoomState {
+    fn from_start(start: RoomStart) -> Self {
+        let mut state = RoomState {
+            last_seq: start.last_seq,
+            members: start.members,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            complete: start.complete,
+        };
+        for (key, seq) in start.recent {
+            state.remember(key, seq);
+        }
+        state
+    }
+
+    fn remember(&mut self, key: Key, seq: i64) {
+        if self.recent.insert(key.clone(), seq).is_none() {
+            self.recent_order.push_back(key);
+        }
+        while self.recent_order.len() > CLIENT_ID_WINDOW {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+                self.complete = false;
+            }
+        }
+    }
+}
+
+pub struct ChatRoom {
+    family_id: i64,
+    deps: ChatDeps,
+    state: Option<RoomState>,
+    sessions: HashMap<u64, SessionEntry>,
+    /// Accepted, not yet handed to the Persister.
+    pending: Vec<Outgoing>,
+    /// Sessions to ack per client id that is pending or being committed.
+    waiting: HashMap<Key, Vec<u64>>,
+    in_flight: bool,
+    closing: bool,
+    last_active: Instant,
+}
+
+impl ChatRoom {
+    pub fn new(family_id: i64, deps: ChatDeps) -> Self {
+        ChatRoom {
+            family_id,
+            deps,
+            state: None,
+            sessions: HashMap::new(),
+            pending: Vec::new(),
+            waiting: HashMap::new(),
+            in_flight: false,
+            closing: false,
+            last_active: Instant::now(),
+        }
+    }
+
+    fn present(&self) -> BTreeSet<i64> {
+        self.sessions
+            .values()
+            .filter(|s| s.visible)
+            .map(|s| s.user_id)
+            .collect()
+    }
+
+    fn send_to(&self, session_id: u64, frame: ByteString) {
+        if let Some(session) = self.sessions.get(&session_id) {
+            session.addr.do_send(Deliver { seq: None, frame });
+        }
+    }
+
+    /// Tells every session but `except` about members who entered or left the room.
+    fn announce_presence(&self, before: &BTreeSet<i64>, except: Option<u64>) {
+        let after = self.present();
+        for (user_id, present) in before
+            .symmetric_difference(&after)
+            .map(|&u| (u, after.contains(&u)))
+        {
+            let frame = ServerFrame::Presence { user_id, present }.encode();
+            for (&id, session) in &self.sessions {
+                if Some(id) != except {
+                    session.addr.do_send(Deliver {
+                        seq: None,
+                        frame: frame.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, post: Post, ctx: &mut Context<Self>) {
+        let key = (post.sender_id, post.client_id);
+        if let Some(seq) = self.state.as_ref().and_then(|s| s.recent.get(&key)) {
+            let frame = ServerFrame::Ack {
+                client_id: &key.1,
+                seq: *seq,
+            }
+            .encode();
+            return self.send_to(post.session_id, frame);
+        }
+        if let Some(waiters) = self.waiting.get_mut(&key) {
+            return waiters.push(post.session_id);
+        }
+        self.waiting.insert(key.clone(), vec![post.session_id]);
+        self.pending.push(Outgoing {
+            sender_id: key.0,
+            client_id: key.1,
+            text: post.text,
+        });
+        self.flush(ctx);
+    }
+
+    /// Hands everything pending to the Persister as one group, unless a group is in flight.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight || self.pending.is_empty() {
+            return self.finish_closing();
+        }
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let created_at = model::now();
+        let group: Vec<Outgoing> = std::mem::take(&mut self.pending);
+        let rows: Vec<MessageRow> = group
+            .iter()
+            .zip(state.last_seq + 1..)
+            .map(|(m, seq)| MessageRow {
+                seq,
+                sender_id: m.sender_id,
+                client_id: m.client_id.clone(),
+                text: m.text.clone(),
+                created_at,
+            })
+            .collect();
+        self.in_flight = true;
+        let commit = self.deps.persister.send(CommitMessages {
+            family_id: self.family_id,
+            rows: rows.clone(),
+        });
+        ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight = false;
+            match result {
+                Ok(Ok(())) => act.committed(rows),
+                Ok(Err(PersistError::Conflict)) => return act.recover(group, ctx),
+                Ok(Err(err)) => act.refuse(keys_of(&group), &err.to_string()),
+                Err(err) => act.refuse(keys_of(&group), &err.to_string()),
+            }
+            act.flush(ctx);
+        }));
+    }
+
+    /// After commit: for each message in seq order, ack its senders, then deliver it everywhere.
+    fn committed(&mut self, rows: Vec<MessageRow>) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        for row in rows {
+            state.last_seq = row.seq;
+            let key = (row.sender_id, row.client_id);
+            state.remember(key.clone(), row.seq);
+            let message = ChatMessage {
+                seq: row.seq,
+                sender_id: row.sender_id,
+                sender_name: state
+                    .members
+                    .get(&row.sender_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                text: row.text,
+                client_id: key.1.clone(),
+                created_at: row.created_at,
+            };
+            let ack = ServerFrame::Ack {
+                client_id: &key.1,
+                seq: row.seq,
+            }
+            .encode();
+            for session_id in self.waiting.remove(&key).unwrap_or_default() {
+                if let Some(session) = self.sessions.get(&session_id) {
+                    session.addr.do_send(Deliver {
+                        seq: None,
+                        frame: ack.clone(),
+                    });
+                }
+            }
+            let frame = ServerFrame::Message(&message).encode();
+            for session in self.sessions.values() {
+                session.addr.do_send(Deliver {
+                    seq: Some(row.seq),
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+
+    /// These messages were not stored: their senders get an error frame and may send again.
+    fn refuse(&mut self, keys: Vec<Key>, reason: &str) {
+        log::error!(
+            "family {}: {} messages not stored: {reason}",
+            self.family_id,
+            keys.len()
+        );
+        for key in keys {
+            let frame = ServerFrame::Error {
+                code: "not_stored",
+                message: "the message could not be stored; send it again",
+            }
+            .encode();
+            for session_id in self.waiting.remove(&key).unwrap_or_default() {
+                self.send_to(session_id, frame.clone());
+            }
+        }
+    }
+
+    /// Another writer got there first (another server, or a resend older than the room's memory):
+    /// reload, ack what is already stored, and commit the rest again.
+    fn recover(&mut self, group: Vec<Outgoing>, ctx: &mut Context<Self>) {
+        log::warn!(
+            "family {}: chat seq conflict, reloading the room",
+            self.family_id
+        );
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        ctx.wait(
+            async move {
+                let start = store::load_room(&db, family_id).await?;
+                let mut stored = Vec::new();
+                for m in &group {
+                    stored.push(store::seq_of(&db, family_id, m.sender_id, &m.client_id).await?);
+                }
+                Ok::<_, ApiError>((start, group, stored))
+            }
+            .into_actor(self)
+            .map(|loaded, act, ctx| match loaded {
+                Ok((start, group, stored)) => {
+                    act.state = Some(RoomState::from_start(start));
+                    let mut retry = Vec::new();
+                    for (m, seq) in group.into_iter().zip(stored) {
+                        match seq {
+                            Some(seq) => {
+                                let key = (m.sender_id, m.client_id);
+                                let ack = ServerFrame::Ack {
+                                    client_id: &key.1,
+                                    seq,
+                                }
+                                .encode();
+                                for id in act.waiting.remove(&key).unwrap_or_default() {
+                                    act.send_to(id, ack.clone());
+                                }
+                            }
+                            None => retry.push(m),
+                        }
+                    }
+                    retry.append(&mut act.pending);
+                    act.pending = retry;
+                    act.flush(ctx);
+                }
+                Err(err) => {
+                    // Without its state the room cannot assign seqs: refuse everything waiting
+                    // and load afresh with the next session.
+                    act.state = None;
+                    act.pending.clear();
+                    let keys = act.waiting.keys().cloned().collect();
+                    act.refuse(keys, &err.to_string());
+                }
+            }),
+        );
+    }
+
+    fn finish_closing(&mut self) {
+        if self.closing && !self.in_flight && self.pending.is_empty() {
+            for (_, session) in self.sessions.drain() {
+                session
+                    .addr
+                    .do_send(super::session::CloseSession { code: 1001 });
+            }
+        }
+    }
+
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        self.sessions.retain(|_, s| s.addr.connected());
+        let idle = self.last_active.elapsed() >= self.deps.timing.family_idle();
+        if idle && self.sessions.is_empty() && self.pending.is_empty() && !self.in_flight {
+            deregister(&self.deps.actors, self.family_id, &ctx.address());
+            ctx.stop();
+        }
+    }
+}
+
+fn keys_of(group: &[Outgoing]) -> Vec<Key> {
+    group
+        .iter()
+        .map(|m| (m.sender_id, m.client_id.clone()))
+        .collect()
+}
+
+impl Actor for ChatRoom {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1 << 16);
+        let every = (self.deps.timing.family_idle() / 4).max(Duration::from_millis(100));
+        ctx.run_interval(every, Self::check_idle);
+    }
+}
+
+impl Handler<Join> for ChatRoom {
+    type Result = AtomicResponse<Self, Result<Hello, ApiError>>;
+
+    fn handle(&mut self, join: Join, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        let load = match self.state {
+            Some(_) => None,
+            None => Some((self.deps.db.clone(), self.family_id)),
+        };
+        AtomicResponse::new(Box::pin(
+            async move {
+                match load {
+                    Some((db, family_id)) => store::load_room(&db, family_id).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+            .into_actor(self)
+            .map(move |loaded, act, _| {
+                if let Some(start) = loaded? {
+                    act.state = Some(RoomState::from_start(start));
+                }
+                let before = act.present();
+                act.sessions.insert(
+                    join.session_id,
+                    SessionEntry {
+                        user_id: join.user_id,
+                        visible: true,
+                        addr: join.session,
+                    },
+                );
+                act.announce_presence(&before, Some(join.session_id));
+                Ok(Hello {
+                    last_seq: act.state.as_ref().map_or(0, |s| s.last_seq),
+                    present: act.present().into_iter().collect(),
+                })
+            }),
+        ))
+    }
+}
+
+impl Handler<Leave> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        let before = self.present();
+        self.sessions.remove(&leave.session_id);
+        for waiters in self.waiting.values_mut() {
+            waiters.retain(|&id| id != leave.session_id);
+        }
+        self.announce_presence(&before, None);
+    }
+}
+
+impl Handler<SetVisible> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetVisible, _: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        let before = self.present();
+        if let Some(session) = self.sessions.get_mut(&msg.session_id) {
+            session.visible = msg.visible;
+        }
+        self.announce_presence(&before, Some(msg.session_id));
+    }
+}
+
+impl Handler<Post> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, post: Post, ctx: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        let complete = self.state.as_ref().is_some_and(|s| s.complete);
+        let key_known = self.state.as_ref().is_some_and(|s| {
+            s.recent
+                .contains_key(&(post.sender_id, post.client_id.clone()))
+        });
+        if complete
+            || key_known
+            || self
+                .waiting
+                .contains_key(&(post.sender_id, post.client_id.clone()))
+        {
+            return self.accept(post, ctx);
+        }
+        // The room has more history than it remembers: ask the database whether this client id
+        // was stored long ago, holding other work until it answers.
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        let (sender_id, client_id) = (post.sender_id, post.client_id.clone());
+        ctx.wait(
+            async move { store::seq_of(&db, family_id, sender_id, &client_id).await }
+                .into_actor(self)
+                .map(move |stored, act, ctx| match stored {
+                    Ok(Some(seq)) => {
+                        let frame = ServerFrame::Ack {
+                            client_id: &post.client_id,
+                            seq,
+                        }
+                        .encode();
+                        act.send_to(post.session_id, frame);
+                    }
+                    Ok(None) => act.accept(post, ctx),
+                    Err(err) => {
+                        log::error!("family {family_id}: client id lookup failed: {err}");
+                        let frame = ServerFrame::Error {
+                            code: "not_stored",
+                            message: "the message could not be stored; send it again",
+                        }
+                        .encode();
+                        act.send_to(post.session_id, frame);
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<CloseRoom> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseRoom, _: &mut Context<Self>) {
+        self.closing = true;
+        self.finish_closing();
+    }
+}
+
+impl Handler<IsPresent> for ChatRoom {
+    type Result = bool;
+
+    fn handle(&mut self, msg: IsPresent, _: &mut Context<Self>) -> bool {
+        self.sessions
+            .values()
+            .any(|s| s.visible && s.user_id == msg.user_id)
+    }
+}
