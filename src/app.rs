@@ -18,6 +18,7 @@ use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::push::{Push, PushDispatcher, VapidKeys};
 use crate::store::Db;
 use crate::store::persister::Persister;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     /// family id -> ChatRoom actor.
     pub chats: ChatRegistry,
     pub chat_deps: ChatDeps,
+    pub vapid: VapidKeys,
+    pub push: Push,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,16 @@ impl Application {
             }
         };
         let persister = Persister::new(db.clone(), metrics.clone()).start();
+        let vapid = VapidKeys::load_or_create(&db).await?;
+        let push = Push::new(
+            PushDispatcher::new(
+                db.clone(),
+                vapid.clone(),
+                config.vapid_subject.clone(),
+                metrics.clone(),
+            )
+            .start(),
+        );
         let board_actors = crate::registry::Actors::default();
         let board_deps = BoardDeps {
             db: db.clone(),
@@ -97,6 +110,7 @@ impl Application {
             metrics: metrics.clone(),
             timing: config.timing.clone(),
             actors: board_actors.clone(),
+            push: push.clone(),
         };
         let boards = BoardRegistry::new(board_actors, move |family_id| {
             FamilyBoard::new(family_id, board_deps.clone())
@@ -108,6 +122,7 @@ impl Application {
             metrics: metrics.clone(),
             timing: config.timing.clone(),
             actors: chat_actors.clone(),
+            push: push.clone(),
         };
         let room_deps = chat_deps.clone();
         let chats = ChatRegistry::new(chat_actors, move |family_id| {
@@ -122,6 +137,8 @@ impl Application {
             boards,
             chats,
             chat_deps,
+            vapid,
+            push,
             db,
             config,
         });

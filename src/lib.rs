@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod push;
 pub mod registry;
 pub mod store;
 

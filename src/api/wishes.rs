@@ -4,12 +4,13 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Deserializer};
 
-use super::char_len;
 use super::extract::JsonBody;
+use super::{char_len, is_http_url};
 use crate::app::AppState;
 use crate::auth::{AuthUser, Member};
 use crate::error::{ApiError, FieldErrors};
 use crate::model::{self, Role, Wish};
+use crate::push::Notification;
 use crate::store::entities::{family, wish};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -17,25 +18,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/wishes", web::post().to(create))
         .route("/wishes/{id}", web::patch().to(update))
         .route("/wishes/{id}", web::delete().to(delete));
-}
-
-const MAX_URL: usize = 2048;
-
-/// An absolute http(s) URL with a host, no blanks or control characters, at most 2048 bytes.
-pub fn is_http_url(s: &str) -> bool {
-    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
-    let rest = if lower.starts_with("https://") {
-        &s[8..]
-    } else if lower.starts_with("http://") {
-        &s[7..]
-    } else {
-        return false;
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    s.len() <= MAX_URL
-        && !host.is_empty()
-        && !host.starts_with(':')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// The child whose wishes the caller sees: their own, or their family's child.
@@ -154,6 +136,15 @@ async fn create(
     }
     .insert(&state.db.write)
     .await?;
+    if let Some(family) = family::Entity::find()
+        .filter(family::Column::ChildId.eq(member.id))
+        .one(&state.db.read)
+        .await?
+    {
+        state
+            .push
+            .notify(family.parent_id, Notification::wish_created(&row.name));
+    }
     Ok(HttpResponse::Created().json(Wish::from(row)))
 }
 
@@ -226,32 +217,4 @@ async fn delete(
         return Err(explain_miss(&state, member.id, id).await);
     }
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_http_url;
-
-    #[test]
-    fn urls() {
-        for ok in [
-            "http://a.b",
-            "https://shop.example:8443/x?y#z",
-            "HTTPS://X.COM",
-        ] {
-            assert!(is_http_url(ok), "{ok}");
-        }
-        let long = format!("https://a.com/{}", "x".repeat(2040));
-        for bad in [
-            "ftp://a.b",
-            "https://",
-            "http:///path",
-            "https://a b.com",
-            "javascript:alert(1)",
-            "/relative",
-            &long,
-        ] {
-            assert!(!is_http_url(bad), "{bad}");
-        }
-    }
 }

@@ -18,6 +18,7 @@ use crate::config::Timing;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{self, Wish};
+use crate::push::Notification;
 use crate::store::Db;
 use crate::store::persister::{
     BoardChange, BoardOp, CommitBoard, Committed, EventRow, PersistError, Persister,
@@ -37,6 +38,7 @@ pub struct BoardDeps {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub actors: crate::registry::Actors<FamilyBoard>,
+    pub push: crate::push::Push,
 }
 
 /// A change to the board, on behalf of `by` (already authorized for the family and role).
@@ -298,6 +300,10 @@ impl Handler<Command> for FamilyBoard {
     fn handle(&mut self, command: Command, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         let key = command.key();
+        let granted = match command {
+            Command::Grant { count, .. } => Some(count),
+            _ => None,
+        };
         if let Some(board) = key.as_ref().and_then(|k| self.recent_keys.get(k)) {
             let snapshot = Snapshot {
                 version: board.version,
@@ -365,6 +371,11 @@ impl Handler<Command> for FamilyBoard {
                         act.remember_key(key, board.clone());
                     }
                     act.broadcast();
+                    if let (Some(count), Some(state)) = (granted, &act.state) {
+                        act.deps
+                            .push
+                            .notify(state.child_id, Notification::grapes_granted(count));
+                    }
                     Ok(snapshot)
                 }
                 Err(err) => {

@@ -18,6 +18,7 @@ use crate::config::Timing;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model;
+use crate::push::{Notification, Push};
 use crate::registry::{Actors, deregister};
 use crate::store::Db;
 use crate::store::persister::{CommitMessages, MessageRow, PersistError, Persister};
@@ -29,6 +30,7 @@ pub struct ChatDeps {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub actors: Actors<ChatRoom>,
+    pub push: Push,
 }
 
 /// A session enters the room; answered with what the `hello` frame says.
@@ -257,8 +259,10 @@ impl ChatRoom {
         }));
     }
 
-    /// After commit: for each message in seq order, ack its senders, then deliver it everywhere.
+    /// After commit: for each message in seq order, ack its senders, then deliver it everywhere,
+    /// and push it to every other member who is not in the room at this moment.
     fn committed(&mut self, rows: Vec<MessageRow>) {
+        let present = self.present();
         let Some(state) = self.state.as_mut() else {
             return;
         };
@@ -297,6 +301,13 @@ impl ChatRoom {
                     seq: Some(row.seq),
                     frame: frame.clone(),
                 });
+            }
+            for &member in state.members.keys() {
+                if member != row.sender_id && !present.contains(&member) {
+                    self.deps
+                        .push
+                        .notify(member, Notification::chat(&message.text));
+                }
             }
         }
     }

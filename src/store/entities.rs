@@ -148,3 +148,19 @@ pub mod message {
     }
     no_relations!();
 }
+
+pub mod push_subscription {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "push_subscriptions")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub endpoint: String,
+        pub p256dh: String,
+        pub auth: String,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+}

@@ -5,5 +5,6 @@ mod chat;
 mod errors;
 mod helpers;
 mod pairing;
+mod push;
 mod sse;
 mod wishes;

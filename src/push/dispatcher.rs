@@ -1,0 +1,260 @@
+//! The push dispatcher actor: off the request path, it looks up a user's subscriptions, encrypts
+//! and signs each notification, and sends it with a shared HTTP client and bounded concurrency.
+//! Other failures are retried (3 tries, 1 s then 3 s apart); a 404 or 410 deletes the
+//! subscription. Nothing here can delay or fail the action that triggered the push.
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use tokio::sync::Semaphore;
+use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
+
+use super::{Notification, VapidKeys};
+use crate::metrics::Metrics;
+use crate::store::Db;
+use crate::store::entities::push_subscription;
+
+/// Deliveries in flight at once.
+const CONCURRENCY: usize = 64;
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a push service keeps an undelivered notification (seconds).
+const TTL: u32 = 24 * 60 * 60;
+/// VAPID tokens expire this long after signing (RFC 8292: at most 24 h; API.md: at most 12 h).
+const VAPID_LIFETIME_SECS: i64 = 12 * 60 * 60 - 60;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notify {
+    pub user_id: i64,
+    pub notification: Notification,
+}
+
+pub struct PushDispatcher {
+    shared: Rc<Shared>,
+}
+
+struct Shared {
+    db: Db,
+    keys: VapidKeys,
+    subject: String,
+    metrics: Arc<Metrics>,
+    client: awc::Client,
+    permits: Semaphore,
+}
+
+impl PushDispatcher {
+    pub fn new(db: Db, keys: VapidKeys, subject: String, metrics: Arc<Metrics>) -> Self {
+        let client = awc::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .disable_redirects()
+            .finish();
+        PushDispatcher {
+            shared: Rc::new(Shared {
+                db,
+                keys,
+                subject,
+                metrics,
+                client,
+                permits: Semaphore::new(CONCURRENCY),
+            }),
+        }
+    }
+}
+
+impl Actor for PushDispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<Notify> for PushDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Notify, _: &mut Context<Self>) {
+        let shared = self.shared.clone();
+        actix_web::rt::spawn(async move {
+            let subscriptions = match push_subscription::Entity::find()
+                .filter(push_subscription::Column::UserId.eq(msg.user_id))
+                .all(&shared.db.read)
+                .await
+            {
+                Ok(subscriptions) => subscriptions,
+                Err(err) => {
+                    log::error!(
+                        "push: subscriptions of user {} unreadable: {err}",
+                        msg.user_id
+                    );
+                    return;
+                }
+            };
+            let payload = match serde_json::to_vec(&msg.notification) {
+                Ok(payload) => Rc::new(payload),
+                Err(err) => return log::error!("push: payload did not serialize: {err}"),
+            };
+            for subscription in subscriptions {
+                actix_web::rt::spawn(deliver(shared.clone(), subscription, payload.clone()));
+            }
+        });
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Gone,
+    Retry(String),
+}
+
+async fn deliver(shared: Rc<Shared>, subscription: push_subscription::Model, payload: Rc<Vec<u8>>) {
+    for attempt in 0..=RETRY_DELAYS.len() {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_DELAYS[attempt - 1]).await;
+        }
+        let outcome = match shared.permits.acquire().await {
+            Ok(_permit) => send_once(&shared, &subscription, &payload).await,
+            Err(_) => return,
+        };
+        match outcome {
+            Outcome::Delivered => {
+                shared.metrics.pushes_sent.fetch_add(1, Relaxed);
+                return;
+            }
+            Outcome::Gone => {
+                log::info!(
+                    "push: subscription {} is gone, deleting it",
+                    subscription.id
+                );
+                if let Err(err) = push_subscription::Entity::delete_many()
+                    .filter(push_subscription::Column::Endpoint.eq(subscription.endpoint.clone()))
+                    .exec(&shared.db.write)
+                    .await
+                {
+                    log::error!(
+                        "push: could not delete subscription {}: {err}",
+                        subscription.id
+                    );
+                }
+                return;
+            }
+            Outcome::Retry(why) => {
+                log::warn!(
+                    "push: try {} to subscription {} failed: {why}",
+                    attempt + 1,
+                    subscription.id
+                );
+            }
+        }
+    }
+    shared.metrics.pushes_failed.fetch_add(1, Relaxed);
+}
+
+async fn send_once(
+    shared: &Shared,
+    subscription: &push_subscription::Model,
+    payload: &[u8],
+) -> Outcome {
+    let request = match build_request(shared, subscription, payload) {
+        Ok(request) => request,
+        Err(err) => return Outcome::Retry(format!("could not build the request: {err}")),
+    };
+    let mut client_request = shared.client.post(request.endpoint);
+    for (name, value) in request.headers {
+        client_request = client_request.insert_header((name, value));
+    }
+    match client_request.send_body(request.body).await {
+        Ok(response) if response.status().is_success() => Outcome::Delivered,
+        Ok(response) if matches!(response.status().as_u16(), 404 | 410) => Outcome::Gone,
+        Ok(response) => Outcome::Retry(format!("push service answered {}", response.status())),
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}
+
+struct PushRequest {
+    endpoint: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// An encrypted, signed request for one subscription. `aud` is the endpoint's exact origin,
+/// port included (web-push's default drops a non-default port, which push services reject).
+fn build_request(
+    shared: &Shared,
+    subscription: &push_subscription::Model,
+    payload: &[u8],
+) -> Result<PushRequest, web_push::WebPushError> {
+    let info = SubscriptionInfo::new(
+        subscription.endpoint.as_str(),
+        subscription.p256dh.as_str(),
+        subscription.auth.as_str(),
+    );
+    let mut signer = shared.keys.signer()?.add_sub_info(&info);
+    signer.add_claim(
+        "aud",
+        origin(&subscription.endpoint).ok_or(web_push::WebPushError::InvalidUri)?,
+    );
+    signer.add_claim("sub", shared.subject.as_str());
+    signer.add_claim(
+        "exp",
+        (chrono::Utc::now().timestamp() + VAPID_LIFETIME_SECS) as u64,
+    );
+    let mut message = WebPushMessageBuilder::new(&info);
+    message.set_payload(ContentEncoding::Aes128Gcm, payload);
+    message.set_ttl(TTL);
+    message.set_vapid_signature(signer.build()?);
+    let request = web_push::request_builder::build_request::<Vec<u8>>(message.build()?);
+    Ok(PushRequest {
+        endpoint: subscription.endpoint.clone(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+        body: request.into_body(),
+    })
+}
+
+/// `scheme://host[:port]` of a URL, keeping a non-default port.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = authority.to_ascii_lowercase();
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origin_keeps_a_non_default_port() {
+        assert_eq!(
+            origin("http://127.0.0.1:8123/push/1").as_deref(),
+            Some("http://127.0.0.1:8123")
+        );
+        assert_eq!(
+            origin("https://fcm.googleapis.com/fcm/send/x").as_deref(),
+            Some("https://fcm.googleapis.com")
+        );
+        assert_eq!(
+            origin("https://push.example:443/x").as_deref(),
+            Some("https://push.example")
+        );
+        assert_eq!(
+            origin("HTTPS://Push.Example:8443").as_deref(),
+            Some("https://push.example:8443")
+        );
+        assert_eq!(origin("ftp://x/y"), None);
+    }
+}
