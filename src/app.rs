@@ -40,6 +40,8 @@ pub struct AppState {
     pub chat_deps: ChatDeps,
     pub vapid: VapidKeys,
     pub push: Push,
+    /// The calendar's time zone (`PODO_TIMEZONE`).
+    pub timezone: chrono_tz::Tz,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum StartError {
     Database(#[from] sea_orm::DbErr),
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub struct Application {
@@ -76,6 +80,12 @@ impl Stopper {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
+        let timezone: chrono_tz::Tz = config.timezone.parse().map_err(|_| {
+            StartError::Config(format!(
+                "PODO_TIMEZONE {:?} is not an IANA time zone",
+                config.timezone
+            ))
+        })?;
         let metrics = Arc::new(Metrics::default());
         let mut db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
@@ -139,6 +149,7 @@ impl Application {
             chat_deps,
             vapid,
             push,
+            timezone,
             db,
             config,
         });

@@ -1,9 +1,11 @@
 //! HTTP handlers, one file per resource: parse, authorize, call, map.
 pub mod accounts;
 pub mod board;
+pub mod calendar;
 pub mod chat;
 pub mod extract;
 pub mod family;
+pub mod missions;
 pub mod ops;
 pub mod push;
 pub mod wishes;
@@ -21,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
             .configure(board::routes)
             .configure(chat::routes)
             .configure(push::routes)
+            .configure(missions::routes)
+            .configure(calendar::routes)
             .default_service(web::to(not_found)),
     )
     .configure(ops::routes)

@@ -61,6 +61,11 @@ pub enum Command {
         by: i64,
         key: Option<String>,
     },
+    /// Approve a submitted mission and grant its reward, in one transaction.
+    Approve {
+        by: i64,
+        mission_id: i64,
+    },
 }
 
 impl Message for Command {
@@ -278,8 +283,12 @@ impl Handler<CloseSessions> for FamilyBoard {
 enum Plan {
     /// An idempotent retry: the first answer, nothing applied.
     Replay(Board),
-    /// Commit `change`; afterwards the family shows `next`.
-    Change { change: BoardChange, next: Next },
+    /// Commit `change`; afterwards the family shows `next`, and `notify` goes to the child.
+    Change {
+        change: BoardChange,
+        next: Next,
+        notify: Option<Notification>,
+    },
 }
 
 /// The board shown after a change.
@@ -291,7 +300,7 @@ enum Next {
 
 enum Outcome {
     Replayed(Board),
-    Changed(Loaded),
+    Changed(Loaded, Option<Notification>),
 }
 
 impl Handler<Command> for FamilyBoard {
@@ -300,10 +309,6 @@ impl Handler<Command> for FamilyBoard {
     fn handle(&mut self, command: Command, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         let key = command.key();
-        let granted = match command {
-            Command::Grant { count, .. } => Some(count),
-            _ => None,
-        };
         if let Some(board) = key.as_ref().and_then(|k| self.recent_keys.get(k)) {
             let snapshot = Snapshot {
                 version: board.version,
@@ -320,10 +325,15 @@ impl Handler<Command> for FamilyBoard {
             // One retry after a version conflict: another process changed the board, so reload
             // and judge the command again against what it did.
             for attempt in 0..2 {
-                let (change, next) = match plan(&deps.db, family_id, &loaded, &command).await? {
-                    Plan::Replay(board) => return Ok(Outcome::Replayed(board)),
-                    Plan::Change { change, next } => (change, next),
-                };
+                let (change, next, notify) =
+                    match plan(&deps.db, family_id, &loaded, &command).await? {
+                        Plan::Replay(board) => return Ok(Outcome::Replayed(board)),
+                        Plan::Change {
+                            change,
+                            next,
+                            notify,
+                        } => (change, next, notify),
+                    };
                 match deps.persister.send(CommitBoard(change)).await {
                     Ok(Ok(Committed { board_id })) => {
                         let next = match next {
@@ -333,11 +343,12 @@ impl Handler<Command> for FamilyBoard {
                                 ..row
                             }),
                         };
-                        return Ok(Outcome::Changed(Loaded {
+                        let loaded = Loaded {
                             version: loaded.version + 1,
                             child_id: loaded.child_id,
                             board: next,
-                        }));
+                        };
+                        return Ok(Outcome::Changed(loaded, notify));
                     }
                     Ok(Err(PersistError::Conflict)) if attempt == 0 => {
                         log::warn!("family {family_id}: board version conflict, reloading");
@@ -358,7 +369,7 @@ impl Handler<Command> for FamilyBoard {
                     version: board.version,
                     board: Some(board),
                 }),
-                Ok(Outcome::Changed(loaded)) => {
+                Ok(Outcome::Changed(loaded, notify)) => {
                     act.state = Some(loaded);
                     act.deps
                         .metrics
@@ -371,10 +382,8 @@ impl Handler<Command> for FamilyBoard {
                         act.remember_key(key, board.clone());
                     }
                     act.broadcast();
-                    if let (Some(count), Some(state)) = (granted, &act.state) {
-                        act.deps
-                            .push
-                            .notify(state.child_id, Notification::grapes_granted(count));
+                    if let (Some(notification), Some(state)) = (notify, &act.state) {
+                        act.deps.push.notify(state.child_id, notification);
                     }
                     Ok(snapshot)
                 }
@@ -393,11 +402,19 @@ impl Handler<Command> for FamilyBoard {
 fn persist_error(err: PersistError) -> ApiError {
     match err {
         PersistError::WishNotAvailable => wish_not_available(),
+        PersistError::MissionLocked => mission_locked(),
         PersistError::Conflict => {
             ApiError::conflict("conflict", "the board changed underneath; try again")
         }
         other => ApiError::internal(other),
     }
+}
+
+pub fn mission_locked() -> ApiError {
+    ApiError::conflict(
+        "mission_locked",
+        "the mission cannot change in its current state",
+    )
 }
 
 fn wish_not_available() -> ApiError {
@@ -459,6 +476,7 @@ async fn plan(
         base_version: loaded.version,
         op,
         events,
+        approves: None,
     };
     if let Some((by, key)) = command.key()
         && let Some(board) = store::replay(db, by, &key).await?
@@ -511,6 +529,7 @@ async fn plan(
                     events,
                 ),
                 next: Next::Created(next),
+                notify: None,
             })
         }
         Command::Cancel { by } => {
@@ -536,35 +555,45 @@ async fn plan(
                     events,
                 ),
                 next: Next::Shown(next),
+                notify: None,
             })
         }
-        Command::Grant { by, count, key } => {
-            let active = loaded.active().ok_or_else(no_board)?;
-            let counts = active.counts.grant(*count).map_err(refusal)?;
-            let events = vec![event(
-                "granted",
-                *count,
-                *by,
-                key.clone(),
-                counts,
-                BoardStatus::Active,
-            )];
-            let next = BoardRow {
-                counts,
-                ..active.clone()
-            };
-            Ok(Plan::Change {
-                change: change(
-                    BoardOp::Update {
-                        board_id: active.id,
-                        granted: counts.granted,
-                        attached: counts.attached,
-                        completed: None,
-                    },
-                    events,
-                ),
-                next: Next::Shown(Some(next)),
-            })
+        Command::Grant { by, count, key } => grant(
+            family_id,
+            loaded,
+            Grant {
+                by: *by,
+                count: *count,
+                key: key.clone(),
+                approves: None,
+                notify: Notification::grapes_granted(*count),
+            },
+        ),
+        Command::Approve { by, mission_id } => {
+            let mission = store::family_mission(db, family_id, *mission_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such mission"))?;
+            if mission.status != "submitted" {
+                return Err(mission_locked());
+            }
+            // API.md: approving without a board is a conflict that changes nothing (409).
+            if loaded.active().is_none() {
+                return Err(ApiError::conflict(
+                    "no_board",
+                    "there is no active board for the reward",
+                ));
+            }
+            grant(
+                family_id,
+                loaded,
+                Grant {
+                    by: *by,
+                    count: mission.reward,
+                    key: None,
+                    approves: Some((mission.id, model::now())),
+                    notify: Notification::mission_approved(&mission.title),
+                },
+            )
         }
         Command::Attach { by, key } => {
             let active = loaded.active().ok_or_else(no_board)?;
@@ -619,7 +648,49 @@ async fn plan(
                     events,
                 ),
                 next: Next::Shown(Some(next)),
+                notify: None,
             })
         }
     }
+}
+
+/// Granting grapes, by hand or as a mission's reward.
+struct Grant {
+    by: i64,
+    count: i32,
+    key: Option<String>,
+    approves: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+    notify: Notification,
+}
+
+fn grant(family_id: i64, loaded: &Loaded, grant: Grant) -> Result<Plan, ApiError> {
+    let active = loaded.active().ok_or_else(no_board)?;
+    let counts = active.counts.grant(grant.count).map_err(refusal)?;
+    let events = vec![event(
+        "granted",
+        grant.count,
+        grant.by,
+        grant.key,
+        counts,
+        BoardStatus::Active,
+    )];
+    Ok(Plan::Change {
+        change: BoardChange {
+            family_id,
+            base_version: loaded.version,
+            op: BoardOp::Update {
+                board_id: active.id,
+                granted: counts.granted,
+                attached: counts.attached,
+                completed: None,
+            },
+            events,
+            approves: grant.approves,
+        },
+        next: Next::Shown(Some(BoardRow {
+            counts,
+            ..active.clone()
+        })),
+        notify: Some(grant.notify),
+    })
 }

@@ -6,7 +6,7 @@ use super::view::{Board, BoardRow, BoardStatus};
 use crate::error::ApiError;
 use crate::model::Wish;
 use crate::store::Db;
-use crate::store::entities::{board, family, grape_event, wish};
+use crate::store::entities::{board, family, grape_event, mission, wish};
 
 /// A family's board state as the database has it.
 #[derive(Clone, Debug)]
@@ -134,6 +134,18 @@ pub async fn family_wish(
 ) -> Result<Option<wish::Model>, ApiError> {
     Ok(wish::Entity::find_by_id(wish_id)
         .filter(wish::Column::ChildId.eq(child_id))
+        .one(&db.read)
+        .await?)
+}
+
+/// A mission of the family, if it exists.
+pub async fn family_mission(
+    db: &Db,
+    family_id: i64,
+    mission_id: i64,
+) -> Result<Option<mission::Model>, ApiError> {
+    Ok(mission::Entity::find_by_id(mission_id)
+        .filter(mission::Column::FamilyId.eq(family_id))
         .one(&db.read)
         .await?)
 }

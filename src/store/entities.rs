@@ -164,3 +164,23 @@ pub mod push_subscription {
     }
     no_relations!();
 }
+
+pub mod mission {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "missions")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub family_id: i64,
+        pub title: String,
+        pub reward: i32,
+        pub due_on: Option<Date>,
+        pub status: String,
+        pub reject_reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub submitted_at: Option<DateTimeUtc>,
+        pub decided_at: Option<DateTimeUtc>,
+    }
+    no_relations!();
+}

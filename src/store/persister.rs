@@ -35,6 +35,8 @@ pub enum PersistError {
     Conflict,
     #[error("the wish is no longer available")]
     WishNotAvailable,
+    #[error("the mission is no longer submitted")]
+    MissionLocked,
     #[error("database: {0}")]
     Database(String),
     #[error("the persister stopped")]
@@ -86,6 +88,9 @@ pub struct BoardChange {
     pub base_version: i64,
     pub op: BoardOp,
     pub events: Vec<EventRow>,
+    /// A mission approved by this change (its reward is the grant): it must still be
+    /// `submitted`, and becomes `approved` in the same transaction.
+    pub approves: Option<(i64, DateTime<Utc>)>,
 }
 
 /// The id of the board the change touched (new for `Create`).
@@ -341,6 +346,25 @@ async fn commit(
             .await?;
             if picked != 1 {
                 results[i] = Err(PersistError::WishNotAvailable);
+            }
+        }
+    }
+    // 1b. Approving a mission, only if it is still submitted (two approves: one wins).
+    for (i, change) in changes.iter().enumerate() {
+        if let (Some((mission_id, at)), true) = (change.approves, results[i].is_ok()) {
+            let approved = exec(
+                &txn,
+                backend,
+                format!(
+                    "UPDATE missions SET status = 'approved', decided_at = {} WHERE id = {} AND status = 'submitted'",
+                    sql.placeholder(1),
+                    sql.placeholder(2)
+                ),
+                vec![at.into(), mission_id.into()],
+            )
+            .await?;
+            if approved != 1 {
+                results[i] = Err(PersistError::MissionLocked);
             }
         }
     }

@@ -4,6 +4,7 @@ mod board;
 mod chat;
 mod errors;
 mod helpers;
+mod missions;
 mod pairing;
 mod push;
 mod sse;

@@ -427,3 +427,94 @@ async fn the_vapid_key_is_the_same_after_a_restart() {
     let (_, again) = app.request("GET", "/api/push/public-key", None, None).await;
     assert_eq!(again["public_key"], key);
 }
+
+#[actix_web::test]
+async fn every_mission_step_pushes_the_other_member() {
+    let (app, fam, service, base, key) = setup("push_mission").await;
+    let parent_phone = Subscriber::new(&base, "m-parent");
+    parent_phone.subscribe(&app, &fam.parent).await;
+    let child_phone = Subscriber::new(&base, "m-child");
+    child_phone.subscribe(&app, &fam.child).await;
+    let wish = app.wish(&fam.child, "gift").await;
+    app.post("/api/board", &fam.parent.token, json!({"wish_id": wish}))
+        .await;
+    service.wait_for("m-parent", 1, WAIT).await;
+
+    let (_, mission) = app
+        .post(
+            "/api/missions",
+            &fam.parent.token,
+            json!({"title": "양치하기", "reward": 2}),
+        )
+        .await;
+    let path = |action: &str| format!("/api/missions/{}/{action}", mission["id"]);
+    let submit = path("submit");
+    app.request("POST", &submit, Some(&fam.child.token), None)
+        .await;
+    app.post(
+        &path("reject"),
+        &fam.parent.token,
+        json!({"reason": "두 번 해야 해요"}),
+    )
+    .await;
+    app.request("POST", &submit, Some(&fam.child.token), None)
+        .await;
+    app.post(&path("reject"), &fam.parent.token, json!({}))
+        .await;
+    app.request("POST", &submit, Some(&fam.child.token), None)
+        .await;
+    app.request("POST", &path("approve"), Some(&fam.parent.token), None)
+        .await;
+
+    let to_child: Vec<Value> = service
+        .wait_for("m-child", 4, WAIT)
+        .await
+        .iter()
+        .map(|r| child_phone.open(r, &key, &base))
+        .collect();
+    let to_parent: Vec<Value> = service
+        .wait_for("m-parent", 4, WAIT)
+        .await
+        .iter()
+        .skip(1)
+        .map(|r| parent_phone.open(r, &key, &base))
+        .collect();
+    // Deliveries run concurrently, so compare without order.
+    let texts = |pushes: &[Value]| -> Vec<(String, String)> {
+        let mut texts: Vec<_> = pushes
+            .iter()
+            .map(|p| {
+                (
+                    p["title"].as_str().unwrap().to_owned(),
+                    p["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        texts.sort();
+        texts
+    };
+    let pair = |t: &str, b: &str| (t.to_owned(), b.to_owned());
+    let mut expected = vec![
+        pair("미션이 등록되었습니다!", "양치하기"),
+        pair("포도알 발급이 거절됐어요😥", "두 번 해야 해요"),
+        pair("포도알 발급이 거절됐어요😥", "양치하기"),
+        pair("포도알이 발급되었어요! 지금 확인해보세요.", "양치하기"),
+    ];
+    expected.sort();
+    assert_eq!(texts(&to_child), expected);
+    assert_eq!(
+        texts(&to_parent),
+        vec![pair("자녀가 미션을 완료했어요!", "양치하기"); 3]
+    );
+    let kind_of = |title: &str| {
+        to_child
+            .iter()
+            .find(|p| p["title"] == title)
+            .map(|p| p["kind"].clone())
+    };
+    assert_eq!(kind_of("미션이 등록되었습니다!"), Some(json!("mission")));
+    assert_eq!(
+        kind_of("포도알이 발급되었어요! 지금 확인해보세요."),
+        Some(json!("grant"))
+    );
+}

@@ -1,0 +1,127 @@
+//! The family calendar: per day (in the server's time zone), missions due, missions approved and
+//! gifts given.
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+
+use super::missions::parse_date;
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::store::entities::{family, mission, wish};
+
+/// The longest range one request may cover, counting both ends.
+const MAX_DAYS: i64 = 366;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/calendar", web::get().to(calendar));
+}
+
+#[derive(Deserialize)]
+struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Day {
+    date: NaiveDate,
+    missions_due: Vec<i64>,
+    missions_approved: Vec<i64>,
+    gifts_given: Vec<i64>,
+}
+
+fn day(days: &mut BTreeMap<NaiveDate, Day>, date: NaiveDate) -> &mut Day {
+    days.entry(date).or_insert_with(|| Day {
+        date,
+        ..Day::default()
+    })
+}
+
+/// The first instant of `date` in `tz`, in UTC (the earliest one if the day starts in a gap).
+fn start_of(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
+}
+
+async fn calendar(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let family_id = member.family()?;
+    let from = parse_date("from", range.from.as_deref().unwrap_or_default())?;
+    let to = parse_date("to", range.to.as_deref().unwrap_or_default())?;
+    if from > to {
+        return Err(ApiError::invalid_field("to", "on or after from"));
+    }
+    if (to - from).num_days() + 1 > MAX_DAYS {
+        return Err(ApiError::invalid_field(
+            "to",
+            "at most 366 days after from, counting both ends",
+        ));
+    }
+    let tz = state.timezone;
+    let (start, end) = (start_of(tz, from), start_of(tz, to + Duration::days(1)));
+    let local_day = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
+    let mut days: BTreeMap<NaiveDate, Day> = BTreeMap::new();
+
+    let missions = mission::Entity::find()
+        .filter(mission::Column::FamilyId.eq(family_id))
+        .all(&state.db.read)
+        .await?;
+    for m in &missions {
+        if let Some(due) = m.due_on.filter(|d| (from..=to).contains(d)) {
+            day(&mut days, due).missions_due.push(m.id);
+        }
+        if let Some(at) = m
+            .decided_at
+            .filter(|at| m.status == "approved" && (start..end).contains(at))
+        {
+            day(&mut days, local_day(at)).missions_approved.push(m.id);
+        }
+    }
+    if let Some(family) = family::Entity::find_by_id(family_id)
+        .one(&state.db.read)
+        .await?
+    {
+        let given = wish::Entity::find()
+            .filter(wish::Column::ChildId.eq(family.child_id))
+            .filter(wish::Column::Status.eq("given"))
+            .all(&state.db.read)
+            .await?;
+        for w in given {
+            if let Some(at) = w.given_at.filter(|at| (start..end).contains(at)) {
+                day(&mut days, local_day(at)).gifts_given.push(w.id);
+            }
+        }
+    }
+    let days: Vec<Day> = days
+        .into_values()
+        .map(|mut d| {
+            d.missions_due.sort_unstable();
+            d.missions_approved.sort_unstable();
+            d.gifts_given.sort_unstable();
+            d
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "days": days })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seoul_days_start_at_15_utc_the_day_before() {
+        let tz: Tz = "Asia/Seoul".parse().unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        assert_eq!(start_of(tz, date).to_rfc3339(), "2026-12-01T15:00:00+00:00");
+    }
+}

@@ -1,0 +1,403 @@
+//! Missions: the parent creates chores with a grape reward, the child submits, the parent approves
+//! (the reward is granted to the board in the same transaction) or rejects.
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::char_len;
+use super::extract::{JsonBody, OptionalJsonBody};
+use crate::app::AppState;
+use crate::auth::{AuthUser, Member};
+use crate::board::actor::mission_locked;
+use crate::board::{Board, Command};
+use crate::error::{ApiError, FieldErrors};
+use crate::model::{self, Role, ts};
+use crate::push::Notification;
+use crate::store::entities::{family, mission};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/missions", web::get().to(list))
+        .route("/missions", web::post().to(create))
+        .route("/missions/{id}", web::patch().to(update))
+        .route("/missions/{id}", web::delete().to(delete))
+        .route("/missions/{id}/submit", web::post().to(submit))
+        .route("/missions/{id}/approve", web::post().to(approve))
+        .route("/missions/{id}/reject", web::post().to(reject));
+}
+
+#[derive(Serialize, Debug)]
+pub struct Mission {
+    id: i64,
+    title: String,
+    reward: i32,
+    due_on: Option<NaiveDate>,
+    status: String,
+    reject_reason: Option<String>,
+    #[serde(serialize_with = "ts::serialize")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts::option::serialize")]
+    submitted_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ts::option::serialize")]
+    decided_at: Option<DateTime<Utc>>,
+}
+
+impl From<mission::Model> for Mission {
+    fn from(m: mission::Model) -> Self {
+        Mission {
+            id: m.id,
+            title: m.title,
+            reward: m.reward,
+            due_on: m.due_on,
+            status: m.status,
+            reject_reason: m.reject_reason,
+            created_at: m.created_at,
+            submitted_at: m.submitted_at,
+            decided_at: m.decided_at,
+        }
+    }
+}
+
+const STATUSES: [&str; 4] = ["open", "submitted", "approved", "rejected"];
+
+/// A `YYYY-MM-DD` date, or a 422 naming the field.
+pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid_field(field, "a date YYYY-MM-DD"))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let family_id = member.family()?;
+    let mut select = mission::Entity::find().filter(mission::Column::FamilyId.eq(family_id));
+    if let Some(status) = &query.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(ApiError::invalid_field(
+                "status",
+                "open, submitted, approved or rejected",
+            ));
+        }
+        select = select.filter(mission::Column::Status.eq(status.as_str()));
+    }
+    if let Some(from) = &query.from {
+        select = select.filter(mission::Column::DueOn.gte(parse_date("from", from)?));
+    }
+    if let Some(to) = &query.to {
+        select = select.filter(mission::Column::DueOn.lte(parse_date("to", to)?));
+    }
+    let missions: Vec<Mission> = select
+        .order_by_desc(mission::Column::Id)
+        .all(&state.db.read)
+        .await?
+        .into_iter()
+        .map(Mission::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "missions": missions })))
+}
+
+/// `Some(None)` for an explicit `null`, `None` when the field is absent.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct MissionFields {
+    #[serde(default, deserialize_with = "nullable")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    reward: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    due_on: Option<Option<String>>,
+}
+
+struct Checked {
+    title: Option<String>,
+    reward: Option<i32>,
+    due_on: Option<Option<NaiveDate>>,
+}
+
+fn check(fields: MissionFields, creating: bool) -> Result<Checked, ApiError> {
+    let mut errors = FieldErrors::default();
+    let title = match fields.title {
+        Some(Some(title)) => {
+            let title = title.trim().to_owned();
+            errors.check(
+                (1..=200).contains(&char_len(&title)),
+                "title",
+                "1-200 characters",
+            );
+            Some(title)
+        }
+        Some(None) => {
+            errors.add("title", "1-200 characters");
+            None
+        }
+        None => {
+            errors.check(!creating, "title", "required");
+            None
+        }
+    };
+    let reward = match fields.reward {
+        Some(Some(reward)) => {
+            errors.check((1..=100).contains(&reward), "reward", "1-100 grapes");
+            Some(reward.clamp(1, 100) as i32)
+        }
+        Some(None) => {
+            errors.add("reward", "1-100 grapes");
+            None
+        }
+        None => creating.then_some(1),
+    };
+    let due_on = match fields.due_on {
+        Some(Some(date)) => match NaiveDate::parse_from_str(&date, "%Y-%m-%d") {
+            Ok(date) => Some(Some(date)),
+            Err(_) => {
+                errors.add("due_on", "a date YYYY-MM-DD");
+                None
+            }
+        },
+        Some(None) => Some(None),
+        None => None,
+    };
+    errors.finish()?;
+    Ok(Checked {
+        title,
+        reward,
+        due_on,
+    })
+}
+
+/// The family's other member, for pushes.
+async fn partner(state: &AppState, member: &Member) -> Result<i64, ApiError> {
+    let family = family::Entity::find_by_id(member.family()?)
+        .one(&state.db.read)
+        .await?
+        .ok_or_else(ApiError::not_in_family)?;
+    Ok(if member.id == family.parent_id {
+        family.child_id
+    } else {
+        family.parent_id
+    })
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    JsonBody(fields): JsonBody<MissionFields>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    let family_id = member.family()?;
+    let checked = check(fields, true)?;
+    let row = mission::ActiveModel {
+        family_id: Set(family_id),
+        title: Set(checked.title.unwrap_or_default()),
+        reward: Set(checked.reward.unwrap_or(1)),
+        due_on: Set(checked.due_on.flatten()),
+        status: Set("open".into()),
+        reject_reason: Set(None),
+        created_at: Set(model::now()),
+        submitted_at: Set(None),
+        decided_at: Set(None),
+        ..Default::default()
+    }
+    .insert(&state.db.write)
+    .await?;
+    state.push.notify(
+        partner(&state, &member).await?,
+        Notification::mission_created(&row.title),
+    );
+    Ok(HttpResponse::Created().json(Mission::from(row)))
+}
+
+/// Runs a conditional write on the family's mission `id`; when it matches nothing, answers 404
+/// for a mission that is not the family's and 409 `mission_locked` otherwise.
+async fn guarded(
+    state: &AppState,
+    family_id: i64,
+    id: i64,
+    affected: Result<u64, sea_orm::DbErr>,
+) -> Result<mission::Model, ApiError> {
+    let found = mission::Entity::find_by_id(id)
+        .filter(mission::Column::FamilyId.eq(family_id))
+        .one(&state.db.write)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such mission"))?;
+    if affected? != 1 {
+        return Err(mission_locked());
+    }
+    Ok(found)
+}
+
+fn in_family(family_id: i64, id: i64, statuses: &[&str]) -> sea_orm::UpdateMany<mission::Entity> {
+    mission::Entity::update_many()
+        .filter(mission::Column::Id.eq(id))
+        .filter(mission::Column::FamilyId.eq(family_id))
+        .filter(mission::Column::Status.is_in(statuses.iter().copied()))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    path: web::Path<i64>,
+    JsonBody(fields): JsonBody<MissionFields>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    let family_id = member.family()?;
+    let id = path.into_inner();
+    let checked = check(fields, false)?;
+    let mut update = in_family(family_id, id, &["open", "rejected"])
+        .col_expr(mission::Column::Id, Expr::col(mission::Column::Id));
+    if let Some(title) = checked.title {
+        update = update.col_expr(mission::Column::Title, Expr::value(title));
+    }
+    if let Some(reward) = checked.reward {
+        update = update.col_expr(mission::Column::Reward, Expr::value(reward));
+    }
+    if let Some(due_on) = checked.due_on {
+        update = update.col_expr(mission::Column::DueOn, Expr::value(due_on));
+    }
+    let affected = update.exec(&state.db.write).await.map(|r| r.rows_affected);
+    let row = guarded(&state, family_id, id, affected).await?;
+    Ok(HttpResponse::Ok().json(Mission::from(row)))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    let family_id = member.family()?;
+    let id = path.into_inner();
+    let exists = mission::Entity::find_by_id(id)
+        .filter(mission::Column::FamilyId.eq(family_id))
+        .one(&state.db.write)
+        .await?
+        .is_some();
+    if !exists {
+        return Err(ApiError::not_found("no such mission"));
+    }
+    let deleted = mission::Entity::delete_many()
+        .filter(mission::Column::Id.eq(id))
+        .filter(mission::Column::FamilyId.eq(family_id))
+        .filter(mission::Column::Status.ne("approved"))
+        .exec(&state.db.write)
+        .await?;
+    if deleted.rows_affected != 1 {
+        return Err(mission_locked());
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Default)]
+struct Empty {}
+
+async fn submit(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    path: web::Path<i64>,
+    _: OptionalJsonBody<Empty>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Child)?;
+    let family_id = member.family()?;
+    let id = path.into_inner();
+    let affected = in_family(family_id, id, &["open", "rejected"])
+        .col_expr(mission::Column::Status, Expr::value("submitted"))
+        .col_expr(mission::Column::SubmittedAt, Expr::value(model::now()))
+        .col_expr(
+            mission::Column::RejectReason,
+            Expr::value(Option::<String>::None),
+        )
+        .exec(&state.db.write)
+        .await
+        .map(|r| r.rows_affected);
+    let row = guarded(&state, family_id, id, affected).await?;
+    state.push.notify(
+        partner(&state, &member).await?,
+        Notification::mission_submitted(&row.title),
+    );
+    Ok(HttpResponse::Ok().json(Mission::from(row)))
+}
+
+#[derive(Serialize)]
+struct Approved {
+    mission: Mission,
+    board: Board,
+}
+
+async fn approve(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    path: web::Path<i64>,
+    _: OptionalJsonBody<Empty>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    let family_id = member.family()?;
+    let mission_id = path.into_inner();
+    let command = Command::Approve {
+        by: member.id,
+        mission_id,
+    };
+    let snapshot = state.boards.send(family_id, command).await?;
+    let board = snapshot
+        .board
+        .ok_or_else(|| ApiError::internal("an approval left no board"))?;
+    let mission = mission::Entity::find_by_id(mission_id)
+        .one(&state.db.write)
+        .await?
+        .ok_or_else(|| ApiError::internal("approved mission vanished"))?;
+    Ok(HttpResponse::Ok().json(Approved {
+        mission: Mission::from(mission),
+        board,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+struct RejectRequest {
+    reason: Option<String>,
+}
+
+async fn reject(
+    state: web::Data<AppState>,
+    AuthUser(member): AuthUser,
+    path: web::Path<i64>,
+    OptionalJsonBody(body): OptionalJsonBody<RejectRequest>,
+) -> Result<HttpResponse, ApiError> {
+    member.require(Role::Parent)?;
+    let family_id = member.family()?;
+    let id = path.into_inner();
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| char_len(r) > 200) {
+        return Err(ApiError::invalid_field("reason", "at most 200 characters"));
+    }
+    let affected = in_family(family_id, id, &["submitted"])
+        .col_expr(mission::Column::Status, Expr::value("rejected"))
+        .col_expr(mission::Column::RejectReason, Expr::value(reason.clone()))
+        .col_expr(mission::Column::DecidedAt, Expr::value(model::now()))
+        .exec(&state.db.write)
+        .await
+        .map(|r| r.rows_affected);
+    let row = guarded(&state, family_id, id, affected).await?;
+    let text = reason.as_deref().unwrap_or(&row.title);
+    state.push.notify(
+        partner(&state, &member).await?,
+        Notification::mission_rejected(text),
+    );
+    Ok(HttpResponse::Ok().json(Mission::from(row)))
+}
