@@ -22,6 +22,10 @@ pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 /// Resume sends history in pages and waits for the queue to drain below this between pages.
 const RESUME_PAGE: u64 = 200;
 const RESUME_DRAIN_BYTES: usize = 256 * 1024;
+/// After `hello`, live messages wait this long for the client's first `resume` or `send`.
+/// A reconnecting client sends `resume` right after `hello`; without the hold, messages
+/// committed in between would go out live and then again in the resume, out of order.
+const JOIN_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -58,8 +62,12 @@ pub struct WsSession {
     last_heard: Instant,
     /// The highest seq sent as a `message` frame.
     last_sent_seq: i64,
-    /// While resuming: live messages held back until the history before them is out.
-    resuming: Option<Vec<(i64, ByteString)>>,
+    /// Live messages held back: from `hello` until the client's first `resume` or `send` (or
+    /// [`JOIN_HOLD`]), and while a resume sends the history before them.
+    held: Option<Vec<(i64, ByteString)>>,
+    /// Between `hello` and the client's first `resume` or `send`.
+    joining: bool,
+    resume_running: bool,
     closed: bool,
 }
 
@@ -88,7 +96,9 @@ impl WsSession {
                 queued,
                 last_heard: Instant::now(),
                 last_sent_seq: 0,
-                resuming: None,
+                held: None,
+                joining: false,
+                resume_running: false,
                 closed: false,
             }
         })
@@ -118,14 +128,29 @@ impl WsSession {
         ctx.stop();
     }
 
-    /// Sends a live message unless the client has it already; holds it back while resuming.
+    /// Sends a live message unless the client has it already; holds it back while joining or
+    /// resuming.
     fn deliver_message(&mut self, seq: i64, frame: ByteString, ctx: &mut Context<Self>) {
-        if let Some(held) = self.resuming.as_mut() {
+        if let Some(held) = self.held.as_mut() {
             return held.push((seq, frame));
         }
         if seq > self.last_sent_seq {
             self.last_sent_seq = seq;
             self.push(frame, ctx);
+        }
+    }
+
+    /// Ends the join hold: held live messages go out in order (unless a resume is running,
+    /// which sends them when it is done).
+    fn release(&mut self, ctx: &mut Context<Self>) {
+        if !self.joining {
+            return;
+        }
+        self.joining = false;
+        if !self.resume_running {
+            for (seq, frame) in self.held.take().unwrap_or_default() {
+                self.deliver_message(seq, frame, ctx);
+            }
         }
     }
 
@@ -136,6 +161,12 @@ impl WsSession {
                 return self.error("invalid_frame", &format!("not a valid frame: {err}"), ctx);
             }
         };
+        match &frame {
+            // The resume takes over what was held since hello.
+            ClientFrame::Resume { .. } => self.joining = false,
+            ClientFrame::Send { .. } => self.release(ctx),
+            ClientFrame::Visibility { .. } => {}
+        }
         match frame {
             ClientFrame::Send { client_id, text } => match check_send(&client_id, &text) {
                 Ok(()) => self.room.do_send(Post {
@@ -157,10 +188,11 @@ impl WsSession {
     /// Sends every stored message after `after_seq` in pages, then the live ones that arrived
     /// meanwhile, then `resumed`.
     fn resume(&mut self, after_seq: i64, ctx: &mut Context<Self>) {
-        if self.resuming.is_some() {
+        if self.resume_running {
             return self.error("invalid_frame", "a resume is already running", ctx);
         }
-        self.resuming = Some(Vec::new());
+        self.resume_running = true;
+        self.held.get_or_insert_with(Vec::new);
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
         let (out, queued) = (self.out.clone(), self.queued.clone());
         let history = async move {
@@ -182,7 +214,8 @@ impl WsSession {
             }
         };
         ctx.spawn(history.into_actor(self).map(move |sent_up_to, act, ctx| {
-            let held = act.resuming.take().unwrap_or_default();
+            act.resume_running = false;
+            let held = act.held.take().unwrap_or_default();
             match sent_up_to {
                 Ok(seq) => act.last_sent_seq = act.last_sent_seq.max(seq),
                 Err(err) => {
@@ -225,6 +258,9 @@ impl Actor for WsSession {
         ctx.wait(join.into_actor(self).map(|joined, act, ctx| match joined {
             Ok(Ok(hello)) => {
                 act.last_sent_seq = hello.last_seq;
+                act.joining = true;
+                act.held = Some(Vec::new());
+                ctx.run_later(JOIN_HOLD, |act, ctx| act.release(ctx));
                 let frame = ServerFrame::Hello {
                     family_id: act.family_id,
                     user_id: act.user_id,

@@ -473,3 +473,52 @@ async fn history_pages_forward_and_back() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
     }
 }
+
+#[actix_web::test]
+async fn messages_between_hello_and_resume_arrive_once_and_in_order() {
+    let app = spawn_app().await;
+    let fam = app.family("chat_join_race").await;
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    for i in 1..=3 {
+        parent.send_message(&format!("early{i}"), "early").await;
+        parent.expect("ack", WAIT).await;
+    }
+    // The child reconnects having seen only seq 1; two more messages commit right after its
+    // hello, before its resume reaches the server.
+    let (mut child, hello) = app.ws(&fam.child.token).await;
+    assert_eq!(hello["last_seq"], 3);
+    for i in 4..=5 {
+        parent.send_message(&format!("late{i}"), "late").await;
+        parent.expect("ack", WAIT).await;
+    }
+    child
+        .send_json(json!({"type": "resume", "after_seq": 1}))
+        .await;
+    let mut got = Vec::new();
+    loop {
+        let frame = child.next_frame(WAIT).await.unwrap().expect("a frame");
+        match frame["type"].as_str() {
+            Some("message") => got.push(frame["seq"].as_i64().unwrap()),
+            Some("resumed") => break,
+            _ => {}
+        }
+    }
+    for frame in child.drain(QUIET).await {
+        if frame["type"] == "message" {
+            got.push(frame["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(got, vec![2, 3, 4, 5]);
+}
+
+#[actix_web::test]
+async fn a_client_that_never_resumes_still_gets_live_messages() {
+    let app = spawn_app().await;
+    let fam = app.family("chat_passive").await;
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    let (mut child, _) = app.ws(&fam.child.token).await;
+    parent.send_message("p1", "hello").await;
+    assert_eq!(child.expect("message", WAIT).await["seq"], 1);
+    parent.send_message("p2", "again").await;
+    assert_eq!(child.expect("message", WAIT).await["seq"], 2);
+}
