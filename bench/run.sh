@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Benchmarks podo on this machine with podo-load and writes bench/results.md.
+#
+#   bench/run.sh              # SQLite (a fresh database in a temp dir)
+#   bench/run.sh --postgres   # a fresh PostgreSQL database on postgres://postgres@127.0.0.1:5432,
+#                             # dropped at the end
+#
+# Builds the release binaries, seeds families straight into the database, and for each scenario
+# starts a fresh `podo serve` (so one scenario's memory and loaded actors do not colour the next),
+# runs podo-load against it with the server's pid (RSS and CPU come from /proc), and stops it.
+# Chat scenarios run only when the server answers on /api/chat/ws. Everything is bounded: each
+# podo-load run stops by itself, and the whole script takes well under 10 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+POSTGRES=0
+[[ "${1:-}" == "--postgres" ]] && POSTGRES=1
+PG_ADMIN=${PODO_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+PORT=${PODO_BENCH_PORT:-18080}
+SERVER="http://127.0.0.1:$PORT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$CARGO_TARGET_DIR/release"
+# A fixed key so the seed can mint tokens the server accepts.
+export PODO_JWT_SECRET=podo-bench-secret
+export RUST_LOG=${RUST_LOG:-warn}
+
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool" >&2; exit 1; }
+done
+
+# The server and podo-load each hold one side of every connection; 16,000 need more than the
+# default soft limit.
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --bins
+
+WORK=$(mktemp -d -t podo-bench.XXXXXX)
+RESULTS="$WORK/results"
+mkdir -p "$RESULTS"
+SERVER_PID=""
+if [[ $POSTGRES == 1 ]]; then
+    DB_NAME="podo_bench_$(date +%s)"
+    psql "$PG_ADMIN" -q -c "CREATE DATABASE $DB_NAME"
+    DATABASE_URL="${PG_ADMIN%/*}/$DB_NAME"
+    BACKEND="PostgreSQL"
+else
+    DATABASE_URL="sqlite://$WORK/data/podo.db"
+    BACKEND="SQLite"
+fi
+
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+
+cleanup() {
+    stop_server
+    if [[ $POSTGRES == 1 ]]; then
+        psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_server() {
+    "$BIN/podo" serve --bind "127.0.0.1:$PORT" --database-url "$DATABASE_URL" \
+        --data-dir "$WORK/data" --static-dir static >>"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        curl -fs "$SERVER/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "the server did not start; its log:" >&2
+    tail -20 "$WORK/server.log" >&2
+    exit 1
+}
+
+COMMANDS=()
+# load NAME SUBCOMMAND ARGS...: runs podo-load against a fresh server, keeps its JSON.
+load() {
+    local name=$1
+    shift
+    start_server
+    local cmd=("$BIN/podo-load" "$@" --server "$SERVER" --tokens "$WORK/tokens.json"
+        --server-pid "$SERVER_PID" --json)
+    COMMANDS+=("podo-load $* --server $SERVER --tokens tokens.json --server-pid \$PID --json")
+    echo "== $name: podo-load $*" >&2
+    # A non-zero exit (a correctness violation) is recorded in the table, not fatal here.
+    "${cmd[@]}" >"$RESULTS/$name.json" || echo "   ($name exited with $?)" >&2
+    jq -c '{figures, latency: (.latency | map_values({p50_ms, p99_ms})), violations}' \
+        "$RESULTS/$name.json" >&2 || true
+    stop_server
+}
+
+echo "== seed 5,000 families with boards ($BACKEND)" >&2
+"$BIN/podo-load" seed --database-url "$DATABASE_URL" --families 5000 --boards \
+    --out "$WORK/tokens.json"
+
+CHAT=0
+start_server
+[[ $(curl -s -o /dev/null -w '%{http_code}' "$SERVER/api/chat/ws") == 401 ]] && CHAT=1
+stop_server
+
+load board board --families 1000 --rate 0 --duration 20
+load sse sse-idle --families 5000 --idle 10 --rate 2000 --duration 15
+if [[ $CHAT == 1 ]]; then
+    load chat_max chat --families 1000 --rate 0 --window 8 --duration 15
+    load chat_10k chat --families 1000 --rate 10000 --duration 15
+    load storm storm --families 500 --rate 2000 --drop-percent 30 --every 3 --duration 20
+    load connections chat --families 4000 --sse --rate 200 --duration 10
+fi
+
+# ---- results.md ----
+fig() { jq -r "$2 // empty" "$RESULTS/$1.json" 2>/dev/null || true; }
+row() { # scenario, figure, value, goal, met
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5"
+}
+# met VALUE OP LIMIT: "yes"/"no" (or "n/a" without a value).
+met() {
+    [[ -z "$1" ]] && { echo "n/a"; return; }
+    if awk -v v="$1" -v l="$3" "BEGIN { exit !(v $2 l) }"; then echo yes; else echo no; fi
+}
+round() { [[ -z "$1" ]] && echo "n/a" || printf '%.*f' "${2:-1}" "$1"; }
+
+{
+    echo "# podo benchmark ($BACKEND)"
+    echo
+    echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+        "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'). Written by \`bench/run.sh$([[ $POSTGRES == 1 ]] && echo ' --postgres')\`;" \
+        "podo-load and the server share the machine."
+    echo
+    echo "| scenario | figure | measured | goal | met? |"
+    echo "|---|---|---|---|---|"
+    v=$(fig board '.figures["acknowledged changes/s"]')
+    row "board, 1,000 families, max rate" "acknowledged board changes/s" "$(round "$v" 0)" "≥ 20,000" "$(met "$v" '>=' 20000)"
+    row "" "persister batch size mean / p99 ≤" "$(round "$(fig board '.figures["batch size mean"]')") / $(fig board '.figures["batch size p99 ≤"]')" "" ""
+    row "" "change → ack p50 / p99 ms" "$(round "$(fig board '.latency["change → ack"].p50_ms')") / $(round "$(fig board '.latency["change → ack"].p99_ms')")" "" ""
+    row "" "server CPU (cores)" "$(round "$(fig board '.figures["server CPU"]')" 2)" "" ""
+    v=$(fig sse '.figures["server RSS per idle stream"]')
+    row "sse-idle, 10,000 streams" "server RSS per idle stream (KiB)" "$(round "$v")" "≤ 8" "$(met "$v" '<=' 8)"
+    v=$(fig sse '.figures["db queries/s while idle"]')
+    row "" "database queries/s while idle" "$(round "$v")" "0" "$(met "$v" '==' 0)"
+    v=$(fig sse '.latency["change → last SSE of family"].p99_ms')
+    row "sse, 2,000 changes/s" "change → last stream p50 / p99 ms" "$(round "$(fig sse '.latency["change → last SSE of family"].p50_ms')") / $(round "$v")" "p99 ≤ 20" "$(met "$v" '<=' 20)"
+    if [[ $CHAT == 1 ]]; then
+        v=$(fig chat_max '.figures["server committed messages/s"]')
+        row "chat, 1,000 families, max rate" "committed messages/s" "$(round "$v" 0)" "≥ 20,000" "$(met "$v" '>=' 20000)"
+        v=$(fig chat_10k '.latency["send → ack"].p99_ms')
+        row "chat at 10,000/s" "send → ack p50 / p99 ms" "$(round "$(fig chat_10k '.latency["send → ack"].p50_ms')") / $(round "$v")" "p99 ≤ 20" "$(met "$v" '<=' 20)"
+        row "" "send → partner p50 / p99 ms" "$(round "$(fig chat_10k '.latency["send → partner message"].p50_ms')") / $(round "$(fig chat_10k '.latency["send → partner message"].p99_ms')")" "" ""
+        v=$(fig storm '.violations')
+        row "storm, 30 % dropped every 3 s" "lost + duplicated + reordered" "$v ($(fig storm '.figures.reconnects') reconnects)" "0" "$(met "$v" '==' 0)"
+        v=$(fig connections '.figures["peak open connections"]')
+        row "connections (WS + SSE)" "concurrent connections, one server" "$(round "$v" 0)" "≥ 16,000" "$(met "$v" '>=' 16000)"
+    else
+        row "chat" "(the server has no /api/chat/ws yet)" "" "" ""
+    fi
+    echo
+    echo "Commands (server: \`podo serve --bind 127.0.0.1:$PORT --database-url <fresh $BACKEND>\`, restarted per scenario;"
+    echo "seed: \`podo-load seed --database-url <url> --families 5000 --boards --out tokens.json\`):"
+    echo
+    echo '```sh'
+    printf '%s\n' "${COMMANDS[@]}"
+    echo '```'
+    echo
+    echo "Full JSON of each run:"
+    echo
+    for f in "$RESULTS"/*.json; do
+        echo "<details><summary>$(basename "$f" .json)</summary>"
+        echo
+        echo '```json'
+        jq . "$f" 2>/dev/null || cat "$f"
+        echo '```'
+        echo "</details>"
+    done
+} >bench/results.md
+echo "wrote bench/results.md" >&2

@@ -1,0 +1,159 @@
+//! Looking at the server from outside: its `/metrics` counters and, when its pid is given, its
+//! resident memory and CPU time from `/proc`.
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+/// One scrape of `GET /metrics`: metric (with its labels) → value.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics(pub HashMap<String, f64>);
+
+impl Metrics {
+    /// Scraped with a plain blocking socket so the coordinating thread needs no async runtime.
+    pub fn scrape(addr: SocketAddr) -> Result<Metrics, String> {
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        Ok(Metrics(
+            body.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let (name, value) = l.rsplit_once(' ')?;
+                    Some((name.to_owned(), value.parse().ok()?))
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// How much a counter grew since `before`.
+    pub fn delta(&self, before: &Metrics, name: &str) -> f64 {
+        self.get(name) - before.get(name)
+    }
+
+    /// Persister batches since `before`: count, mean size and the bucket bound under which
+    /// `q` of them fall (an upper bound, from the cumulative histogram).
+    pub fn batches(&self, before: &Metrics) -> BatchFigures {
+        let count = self.delta(before, "podo_persister_batch_size_count");
+        let sum = self.delta(before, "podo_persister_batch_size_sum");
+        let commit = self.delta(before, "podo_persister_commit_seconds_total");
+        let quantile = |q: f64| {
+            let mut bounds: Vec<(f64, f64)> = self
+                .0
+                .keys()
+                .filter_map(|k| {
+                    let le = k
+                        .strip_prefix("podo_persister_batch_size_bucket{le=\"")?
+                        .strip_suffix("\"}")?;
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    };
+                    Some((bound, self.delta(before, k)))
+                })
+                .collect();
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            bounds
+                .iter()
+                .find(|(_, n)| count > 0.0 && *n >= q * count)
+                .map(|(b, _)| *b)
+                .unwrap_or(0.0)
+        };
+        BatchFigures {
+            count,
+            mean: if count > 0.0 { sum / count } else { 0.0 },
+            p50_le: quantile(0.5),
+            p99_le: quantile(0.99),
+            commit_ms_mean: if count > 0.0 {
+                commit * 1000.0 / count
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchFigures {
+    pub count: f64,
+    pub mean: f64,
+    pub p50_le: f64,
+    pub p99_le: f64,
+    pub commit_ms_mean: f64,
+}
+
+/// The server process as `/proc` shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    pub at: Instant,
+    pub rss_kib: u64,
+    pub cpu_ticks: u64,
+}
+
+impl ProcSample {
+    pub fn take(pid: u32) -> Result<ProcSample, String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("server pid {pid}: {e}"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or("no VmRSS")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| format!("server pid {pid}: {e}"))?;
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let after = stat.rsplit_once(')').map(|(_, s)| s).ok_or("bad stat")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(ProcSample {
+            at: Instant::now(),
+            rss_kib,
+            cpu_ticks: tick(11) + tick(12),
+        })
+    }
+
+    /// CPU used between two samples, in cores (1.0 = one core busy).
+    pub fn cores_since(&self, before: &ProcSample) -> f64 {
+        let secs = self.at.duration_since(before.at).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (self.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 / CLK_TCK / secs
+    }
+}
+
+/// Samples the server when a pid was given, and says nothing otherwise.
+pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    pid.and_then(|pid| match ProcSample::take(pid) {
+        Ok(sample) => Some(sample),
+        Err(err) => {
+            eprintln!("podo-load: cannot sample the server: {err}");
+            None
+        }
+    })
+}

@@ -1,0 +1,702 @@
+//! `chat` and `storm`: every member holds a chat WebSocket; families send messages at a target
+//! rate (or as fast as acks come back, with a window of messages in flight). Measures send → ack
+//! on the sender's session and send → `message` on the partner's, and checks from the clients'
+//! side that each session gets every committed message exactly once, in `seq` order, with no gap
+//! after a `resume`. `storm` also drops a share of the sessions every few seconds; they reconnect,
+//! resume from the last seq they saw, and resend what was never acknowledged (same `client_id`,
+//! so the server must not store it twice).
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use awc::ws;
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+use super::board::add_server_figures;
+use super::{CONNECT_CONCURRENCY, Common, Counters, Pacer, Phases, Worker, per_family_interval};
+use crate::client::{SseStream, Target, open_ws};
+use crate::probe::{self, Metrics};
+use crate::report::{Latency, Report};
+
+/// How long after the load stops sessions get to catch up before missing messages are counted.
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Args, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Messages per second over all families (0: as fast as acks come back, `--window` in flight
+    /// per family).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Messages in flight per family when `--rate 0`.
+    #[arg(long, default_value_t = 4)]
+    pub window: usize,
+    /// Length of each message text.
+    #[arg(long, default_value_t = 40)]
+    pub text_bytes: usize,
+    /// Also hold one board SSE stream per member open (for connection counts).
+    #[arg(long)]
+    pub sse: bool,
+}
+
+#[derive(Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub chat: ChatArgs,
+    /// Share of the chat sessions dropped in each storm.
+    #[arg(long, default_value_t = 30.0)]
+    pub drop_percent: f64,
+    /// Seconds between storms.
+    #[arg(long, default_value_t = 4)]
+    pub every: u64,
+    /// A dropped session reconnects after a random delay up to this many milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub reconnect_ms: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Storm {
+    drop_share: f64,
+    every: Duration,
+    reconnect: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerFrame {
+    Hello {
+        last_seq: i64,
+    },
+    Message {
+        seq: i64,
+        sender_id: i64,
+        client_id: String,
+    },
+    Ack {
+        client_id: String,
+        seq: i64,
+    },
+    Resumed {
+        last_seq: i64,
+    },
+    Error {
+        code: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// Per-worker results and violation counts.
+#[derive(Default)]
+pub struct ChatStats {
+    ack: Latency,
+    partner: Latency,
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    skipped: u64,
+    late: u64,
+    sessions: u64,
+    reconnects: u64,
+    connect_failures: u64,
+    server_errors: u64,
+    /// A message at or below the session's last seq (delivered twice, or out of order).
+    duplicates: u64,
+    /// Seqs skipped over by a session.
+    gaps: u64,
+    /// An ack that came after the sending session already had the message.
+    acks_after_message: u64,
+    /// One client_id acknowledged or delivered under two seqs (stored twice).
+    double_stored: u64,
+    /// Acknowledged messages a session still lacked when the run ended.
+    missing_at_end: u64,
+    /// Messages sent but never acknowledged by the end.
+    unacked_at_end: u64,
+}
+
+impl ChatStats {
+    fn merge(mut self, o: ChatStats) -> ChatStats {
+        self.ack.merge(&o.ack);
+        self.partner.merge(&o.partner);
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.delivered += o.delivered;
+        self.skipped += o.skipped;
+        self.late += o.late;
+        self.sessions += o.sessions;
+        self.reconnects += o.reconnects;
+        self.connect_failures += o.connect_failures;
+        self.server_errors += o.server_errors;
+        self.duplicates += o.duplicates;
+        self.gaps += o.gaps;
+        self.acks_after_message += o.acks_after_message;
+        self.double_stored += o.double_stored;
+        self.missing_at_end += o.missing_at_end;
+        self.unacked_at_end += o.unacked_at_end;
+        self
+    }
+}
+
+struct Sent {
+    at: Instant,
+    acked: bool,
+    partner_seen: bool,
+    /// Sent again after a reconnect: its latency and ack order no longer say anything.
+    resent: bool,
+}
+
+#[derive(Default)]
+struct FamilyState {
+    sent: HashMap<String, Sent>,
+    /// client_id → the seq it was first acknowledged or delivered under.
+    seqs: HashMap<String, i64>,
+    max_acked: i64,
+    next_id: u64,
+    in_flight: usize,
+}
+
+/// One member's chat session, which survives reconnects: `last_seq` carries over to `resume`.
+struct Session {
+    member: usize,
+    token: String,
+    tx: RefCell<Option<mpsc::UnboundedSender<ws::Message>>>,
+    kill: Notify,
+    last_seq: Cell<i64>,
+    /// Between a reconnect's `resume` and its `resumed`.
+    resuming: Cell<bool>,
+    /// Got a `hello` at least once.
+    ready: Cell<bool>,
+    /// The current connection is caught up (hello, or resume finished): sends are allowed.
+    live: Cell<bool>,
+    /// Sent on this member's session and not acknowledged yet: (client_id, text).
+    unacked: RefCell<Vec<(String, String)>>,
+}
+
+impl Session {
+    fn send(&self, frame: String) -> bool {
+        match &*self.tx.borrow() {
+            Some(tx) => tx.send(ws::Message::Text(frame.into())).is_ok(),
+            None => false,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.tx.borrow().is_some() && self.live.get() && !self.resuming.get()
+    }
+}
+
+struct ChatFamily {
+    ids: [i64; 2],
+    client: Rc<awc::Client>,
+    sessions: [Rc<Session>; 2],
+    state: RefCell<FamilyState>,
+    acked: Notify,
+}
+
+struct Ctx {
+    target: Target,
+    counters: Arc<Counters>,
+    phases: Arc<Phases>,
+    stats: RefCell<ChatStats>,
+    storm: Option<Storm>,
+    text: String,
+    /// Distinguishes this run's client_ids from earlier runs on the same families: the server
+    /// answers a reused client_id with the original seq and stores nothing.
+    run_id: u32,
+}
+
+impl Ctx {
+    fn violation(&self, n: u64) {
+        self.counters.violations.fetch_add(n, Relaxed);
+    }
+}
+
+pub fn run_chat(args: ChatArgs) -> Result<Option<Report>, String> {
+    run(args, None)
+}
+
+pub fn run_storm(args: StormArgs) -> Result<Option<Report>, String> {
+    let storm = Storm {
+        drop_share: (args.drop_percent / 100.0).clamp(0.0, 1.0),
+        every: Duration::from_secs(args.every.max(1)),
+        reconnect: Duration::from_millis(args.reconnect_ms),
+    };
+    run(args.chat, Some(storm))
+}
+
+fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
+    let common = args.common.clone();
+    let families = common.load_families()?;
+    let total = families.len();
+    let interval = per_family_interval(args.rate, total);
+    let window = args.window.max(1);
+    let text: String = "podo-load "
+        .chars()
+        .cycle()
+        .take(args.text_bytes.clamp(1, 2000))
+        .collect();
+    let sse = args.sse;
+    let run_id = rand::random::<u32>();
+    let (run, handles) = super::spawn_workers(&common, families, move |worker| {
+        let text = text.clone();
+        async move { work(worker, interval, window, sse, storm, text, run_id).await }
+    })?;
+    let target = common.target()?;
+    run.gather(0, Duration::from_secs(170))?;
+    let before = Metrics::scrape(target.addr)?;
+    let proc_before = probe::sample(common.server_pid);
+    let started = Instant::now();
+    run.phases.release(0);
+    run.run_for(common.duration, common.json);
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = Metrics::scrape(target.addr)?;
+    let proc_after = probe::sample(common.server_pid);
+    let peak = run.counters.peak_open.load(Relaxed);
+    let stats = super::join(handles)?
+        .into_iter()
+        .fold(ChatStats::default(), ChatStats::merge);
+
+    let name = if storm.is_some() { "storm" } else { "chat" };
+    let mut report = Report::new(name, common.json);
+    report.figure("families", total as f64, "");
+    report.figure("chat sessions", stats.sessions as f64, "");
+    report.figure("peak open connections", peak as f64, "");
+    report.figure("target rate", args.rate, "messages/s");
+    report.figure("sent", stats.sent as f64, "");
+    report.figure(
+        "acknowledged messages/s",
+        stats.acked as f64 / common.duration as f64,
+        "messages/s",
+    );
+    report.figure(
+        "server committed messages/s",
+        after.delta(&before, "podo_messages_committed_total") / elapsed,
+        "messages/s",
+    );
+    report.figure("deliveries", stats.delivered as f64, "");
+    add_server_figures(&mut report, &before, &after, elapsed, stats.acked);
+    if let (Some(a), Some(b)) = (proc_after, proc_before) {
+        report.figure("server CPU", a.cores_since(&b), "cores");
+        report.figure("server RSS", a.rss_kib as f64 / 1024.0, "MiB");
+    }
+    report.figure("sends skipped (session down)", stats.skipped as f64, "");
+    report.figure("families behind schedule", stats.late as f64, "");
+    report.figure("reconnects", stats.reconnects as f64, "");
+    report.figure("connect failures", stats.connect_failures as f64, "");
+    report.figure("server error frames", stats.server_errors as f64, "");
+    report.figure("unacknowledged at end", stats.unacked_at_end as f64, "");
+    report.latency("send → ack", stats.ack);
+    report.latency("send → partner message", stats.partner);
+    report.check("duplicated or reordered", stats.duplicates);
+    report.check("gaps (missing seqs)", stats.gaps);
+    report.check("missing at end", stats.missing_at_end);
+    report.check("stored twice", stats.double_stored);
+    report.check("ack after message", stats.acks_after_message);
+    Ok(Some(report))
+}
+
+async fn work(
+    worker: Worker,
+    interval: Option<Duration>,
+    window: usize,
+    sse: bool,
+    storm: Option<Storm>,
+    text: String,
+    run_id: u32,
+) -> ChatStats {
+    let ctx = Rc::new(Ctx {
+        target: worker.target.clone(),
+        counters: worker.counters.clone(),
+        phases: worker.phases.clone(),
+        stats: RefCell::default(),
+        storm,
+        text,
+        run_id,
+    });
+    let families: Vec<Rc<ChatFamily>> = worker
+        .families
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let session = |member, token: &str| {
+                Rc::new(Session {
+                    member,
+                    token: token.to_owned(),
+                    tx: RefCell::new(None),
+                    kill: Notify::new(),
+                    last_seq: Cell::new(0),
+                    resuming: Cell::new(false),
+                    ready: Cell::new(false),
+                    live: Cell::new(false),
+                    unacked: RefCell::default(),
+                })
+            };
+            Rc::new(ChatFamily {
+                ids: [f.parent.id, f.child.id],
+                client: worker.client(i),
+                sessions: [session(0, &f.parent.token), session(1, &f.child.token)],
+                state: RefCell::default(),
+                acked: Notify::new(),
+            })
+        })
+        .collect();
+
+    // Set-up: open every session (a bounded number at a time) and wait for its hello.
+    let jobs: Vec<(Rc<ChatFamily>, usize)> = families
+        .iter()
+        .flat_map(|f| [(f.clone(), 0), (f.clone(), 1)])
+        .collect();
+    futures_util::stream::iter(jobs)
+        .for_each_concurrent(CONNECT_CONCURRENCY, |(family, member)| {
+            let ctx = ctx.clone();
+            async move {
+                let session = family.sessions[member].clone();
+                ctx.stats.borrow_mut().sessions += 1;
+                actix_web::rt::spawn(run_session(family.clone(), session.clone(), ctx.clone()));
+                if sse {
+                    open_sse(&family, &session.token, &ctx).await;
+                }
+                while !session.ready.get() && !ctx.phases.stopped() {
+                    actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+        .await;
+    worker.phases.arrive(0).await;
+
+    if let Some(storm) = storm {
+        actix_web::rt::spawn(storms(families.clone(), storm, ctx.clone()));
+    }
+    let n = families.len();
+    let drivers: Vec<_> = families
+        .iter()
+        .enumerate()
+        .map(|(i, family)| {
+            let family = family.clone();
+            let ctx = ctx.clone();
+            actix_web::rt::spawn(async move {
+                let mut pacer = Pacer::new(interval, i as f64 / n as f64);
+                let mut turn = i;
+                while !ctx.phases.stopped() {
+                    if interval.is_some() {
+                        pacer.tick().await;
+                    } else if family.state.borrow().in_flight >= window {
+                        let _ = actix_web::rt::time::timeout(
+                            Duration::from_millis(50),
+                            family.acked.notified(),
+                        )
+                        .await;
+                        continue;
+                    }
+                    if ctx.phases.stopped() {
+                        break;
+                    }
+                    turn += 1;
+                    if !family.send_next(turn % 2, &ctx) {
+                        ctx.stats.borrow_mut().skipped += 1;
+                        if interval.is_none() {
+                            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                ctx.stats.borrow_mut().late += pacer.late;
+            })
+        })
+        .collect();
+    futures_util::future::join_all(drivers).await;
+
+    // Drain: give every session time to get everything acknowledged (resumes included).
+    let caught_up = |f: &ChatFamily| {
+        let max = f.state.borrow().max_acked;
+        f.sessions
+            .iter()
+            .all(|s| s.usable() && s.last_seq.get() >= max && s.unacked.borrow().is_empty())
+    };
+    let until = Instant::now() + DRAIN;
+    while Instant::now() < until && !families.iter().all(|f| caught_up(f)) {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stats = std::mem::take(&mut *ctx.stats.borrow_mut());
+    for f in &families {
+        let max = f.state.borrow().max_acked;
+        for s in &f.sessions {
+            stats.missing_at_end += (max - s.last_seq.get()).max(0) as u64;
+            stats.unacked_at_end += s.unacked.borrow().len() as u64;
+        }
+    }
+    stats
+}
+
+impl ChatFamily {
+    /// Sends the next message from `member`'s session; false if that session is down.
+    fn send_next(&self, member: usize, ctx: &Ctx) -> bool {
+        let session = &self.sessions[member];
+        if !session.usable() {
+            return false;
+        }
+        let client_id = {
+            let mut st = self.state.borrow_mut();
+            st.next_id += 1;
+            format!("{:x}-{member}-{}", ctx.run_id, st.next_id)
+        };
+        let frame = json!({"type": "send", "client_id": client_id, "text": ctx.text}).to_string();
+        if !session.send(frame) {
+            return false;
+        }
+        session
+            .unacked
+            .borrow_mut()
+            .push((client_id.clone(), ctx.text.clone()));
+        let mut st = self.state.borrow_mut();
+        st.in_flight += 1;
+        st.sent.insert(
+            client_id,
+            Sent {
+                at: Instant::now(),
+                acked: false,
+                partner_seen: false,
+                resent: false,
+            },
+        );
+        ctx.stats.borrow_mut().sent += 1;
+        ctx.counters.sent.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Remembers the seq a client_id got; a second, different seq means it was stored twice.
+    fn note_seq(&self, client_id: &str, seq: i64, ctx: &Ctx) {
+        let mut st = self.state.borrow_mut();
+        match st.seqs.get(client_id) {
+            Some(&first) if first != seq => {
+                ctx.stats.borrow_mut().double_stored += 1;
+                ctx.violation(1);
+            }
+            Some(_) => {}
+            None => {
+                st.seqs.insert(client_id.to_owned(), seq);
+            }
+        }
+    }
+
+    fn on_frame(&self, session: &Session, frame: ServerFrame, ctx: &Ctx) {
+        match frame {
+            ServerFrame::Hello { last_seq } => {
+                if session.ready.get() {
+                    // A reconnect: ask for everything after what this session already has.
+                    session.resuming.set(true);
+                    session.send(
+                        json!({"type": "resume", "after_seq": session.last_seq.get()}).to_string(),
+                    );
+                } else {
+                    session.last_seq.set(last_seq);
+                    session.ready.set(true);
+                    session.live.set(true);
+                }
+            }
+            ServerFrame::Message {
+                seq,
+                sender_id,
+                client_id,
+            } => {
+                let last = session.last_seq.get();
+                if seq <= last {
+                    ctx.stats.borrow_mut().duplicates += 1;
+                    ctx.violation(1);
+                    return;
+                }
+                if seq > last + 1 {
+                    ctx.stats.borrow_mut().gaps += (seq - last - 1) as u64;
+                    ctx.violation((seq - last - 1) as u64);
+                }
+                session.last_seq.set(seq);
+                ctx.stats.borrow_mut().delivered += 1;
+                ctx.counters.delivered.fetch_add(1, Relaxed);
+                self.note_seq(&client_id, seq, ctx);
+                let sender = if sender_id == self.ids[0] { 0 } else { 1 };
+                if sender != session.member && !session.resuming.get() {
+                    let mut st = self.state.borrow_mut();
+                    if let Some(sent) = st.sent.get_mut(&client_id)
+                        && !sent.partner_seen
+                    {
+                        sent.partner_seen = true;
+                        if !sent.resent {
+                            ctx.stats.borrow_mut().partner.record(sent.at.elapsed());
+                        }
+                        if sent.acked {
+                            st.sent.remove(&client_id);
+                        }
+                    }
+                }
+            }
+            ServerFrame::Ack { client_id, seq } => {
+                session
+                    .unacked
+                    .borrow_mut()
+                    .retain(|(c, _)| *c != client_id);
+                self.note_seq(&client_id, seq, ctx);
+                let mut st = self.state.borrow_mut();
+                st.max_acked = st.max_acked.max(seq);
+                let Some(sent) = st.sent.get_mut(&client_id) else {
+                    return;
+                };
+                if sent.acked {
+                    return;
+                }
+                sent.acked = true;
+                let (at, resent, partner_seen) = (sent.at, sent.resent, sent.partner_seen);
+                if partner_seen {
+                    st.sent.remove(&client_id);
+                }
+                st.in_flight = st.in_flight.saturating_sub(1);
+                drop(st);
+                let mut stats = ctx.stats.borrow_mut();
+                stats.acked += 1;
+                if !resent {
+                    stats.ack.record(at.elapsed());
+                    if seq <= session.last_seq.get() {
+                        stats.acks_after_message += 1;
+                        ctx.violation(1);
+                    }
+                }
+                ctx.counters.acked.fetch_add(1, Relaxed);
+                self.acked.notify_one();
+            }
+            ServerFrame::Resumed { last_seq } => {
+                session.resuming.set(false);
+                session.live.set(true);
+                let have = session.last_seq.get();
+                if last_seq > have {
+                    ctx.stats.borrow_mut().gaps += (last_seq - have) as u64;
+                    ctx.violation((last_seq - have) as u64);
+                    session.last_seq.set(last_seq);
+                }
+                // Whatever was in flight when the connection dropped goes again under the same
+                // client_id: the server must ack the original seq if it had committed it.
+                let unacked = session.unacked.borrow().clone();
+                let mut st = self.state.borrow_mut();
+                for (client_id, text) in unacked {
+                    if let Some(sent) = st.sent.get_mut(&client_id) {
+                        sent.resent = true;
+                    }
+                    session.send(
+                        json!({"type": "send", "client_id": client_id, "text": text}).to_string(),
+                    );
+                }
+            }
+            ServerFrame::Error { code } => {
+                if ctx.counters.errors.fetch_add(1, Relaxed) < 5 {
+                    eprintln!("podo-load: chat error frame: {code}");
+                }
+                ctx.stats.borrow_mut().server_errors += 1;
+            }
+            ServerFrame::Other => {}
+        }
+    }
+}
+
+/// Keeps one member's chat session connected until the worker ends: connects, reads frames,
+/// and after a drop (storm or server) reconnects and resumes.
+async fn run_session(family: Rc<ChatFamily>, session: Rc<Session>, ctx: Rc<Ctx>) {
+    loop {
+        let (mut sink, mut stream) =
+            match open_ws(&family.client, &ctx.target, &session.token).await {
+                Ok(halves) => halves,
+                Err(err) => {
+                    ctx.stats.borrow_mut().connect_failures += 1;
+                    if ctx.counters.connect_failed.fetch_add(1, Relaxed) < 3 {
+                        eprintln!("podo-load: chat connect failed: {err}");
+                    }
+                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+        ctx.counters.opened();
+        let (tx, mut rx) = mpsc::unbounded_channel::<ws::Message>();
+        *session.tx.borrow_mut() = Some(tx.clone());
+        let writer = actix_web::rt::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let killed = loop {
+            tokio::select! {
+                _ = session.kill.notified() => break true,
+                frame = stream.next() => match frame {
+                    Some(Ok(ws::Frame::Text(bytes))) => match serde_json::from_slice(&bytes) {
+                        Ok(frame) => family.on_frame(&session, frame, &ctx),
+                        Err(err) => {
+                            ctx.stats.borrow_mut().server_errors += 1;
+                            eprintln!("podo-load: unreadable chat frame: {err}");
+                        }
+                    },
+                    Some(Ok(ws::Frame::Ping(bytes))) => {
+                        let _ = tx.send(ws::Message::Pong(bytes));
+                    }
+                    Some(Ok(ws::Frame::Close(_))) | Some(Err(_)) | None => break false,
+                    Some(Ok(_)) => {}
+                },
+            }
+        };
+        // Dropping both halves closes the socket at once, as a lost network would.
+        *session.tx.borrow_mut() = None;
+        session.live.set(false);
+        drop(tx);
+        writer.abort();
+        drop(stream);
+        ctx.counters.closed();
+        session.resuming.set(false);
+        ctx.stats.borrow_mut().reconnects += 1;
+        ctx.counters.reconnects.fetch_add(1, Relaxed);
+        let pause = match (killed, ctx.storm) {
+            (true, Some(storm)) => storm.reconnect.mul_f64(rand::random::<f64>()),
+            _ => Duration::from_millis(200),
+        };
+        actix_web::rt::time::sleep(pause).await;
+    }
+}
+
+/// Every `storm.every`, drops a random share of this worker's chat sessions.
+async fn storms(families: Vec<Rc<ChatFamily>>, storm: Storm, ctx: Rc<Ctx>) {
+    loop {
+        actix_web::rt::time::sleep(storm.every).await;
+        if ctx.phases.stopped() {
+            return;
+        }
+        for family in &families {
+            for session in &family.sessions {
+                if session.usable() && rand::random::<f64>() < storm.drop_share {
+                    session.kill.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Holds a board SSE stream open next to the chat session (it only counts as a connection).
+async fn open_sse(family: &ChatFamily, token: &str, ctx: &Rc<Ctx>) {
+    match SseStream::open(&family.client, &ctx.target, token).await {
+        Ok(mut stream) => {
+            ctx.counters.opened();
+            let counters = ctx.counters.clone();
+            actix_web::rt::spawn(async move {
+                while stream.next_version().await.is_some() {}
+                counters.closed();
+            });
+        }
+        Err(err) => {
+            if ctx.counters.connect_failed.fetch_add(1, Relaxed) < 3 {
+                eprintln!("podo-load: SSE stream refused: {err}");
+            }
+        }
+    }
+}

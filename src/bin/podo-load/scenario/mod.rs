@@ -1,0 +1,328 @@
+//! What every scenario shares: the common flags, worker threads (one single-threaded actix
+//! runtime each, owning a shard of the families), phase barriers between the coordinating thread
+//! and the workers, live counters for the progress bar, and the hard deadline.
+pub mod board;
+pub mod chat;
+pub mod sse_idle;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::{Target, make_client, source_ip};
+use crate::seed::{SeededFamily, TokenFile};
+
+/// Time allowed on top of `--duration` for connecting, draining and reporting; past it the
+/// process exits whatever it is doing.
+const HARD_DEADLINE_SLACK: Duration = Duration::from_secs(180);
+/// Connections a worker opens at once while setting up.
+pub const CONNECT_CONCURRENCY: usize = 128;
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The server (loopback only), e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Tokens written by `podo-load seed`.
+    #[arg(long, default_value = "tokens.json")]
+    pub tokens: PathBuf,
+    /// Use the first N families of the token file (default: all).
+    #[arg(long)]
+    pub families: Option<usize>,
+    /// Seconds of load (after set-up).
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Worker threads, each with its own event loop and share of the families.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Loopback source addresses to spread client sockets over (127.0.0.1 ..= 127.0.0.N).
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: usize,
+    /// The server's pid, to sample its RSS and CPU from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    pub fn target(&self) -> Result<Target, String> {
+        Target::parse(&self.server)
+    }
+
+    pub fn load_families(&self) -> Result<Vec<SeededFamily>, String> {
+        let mut families = TokenFile::load(&self.tokens)?.families;
+        if let Some(n) = self.families {
+            if n > families.len() {
+                return Err(format!(
+                    "--families {n} but {} has only {}",
+                    self.tokens.display(),
+                    families.len()
+                ));
+            }
+            families.truncate(n);
+        }
+        if families.is_empty() {
+            return Err("no families to drive".into());
+        }
+        Ok(families)
+    }
+}
+
+/// Counters the workers bump and the progress bar reads.
+#[derive(Default)]
+pub struct Counters {
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub delivered: AtomicU64,
+    pub errors: AtomicU64,
+    pub open: AtomicI64,
+    pub peak_open: AtomicI64,
+    pub connect_failed: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub violations: AtomicU64,
+}
+
+impl Counters {
+    pub fn opened(&self) {
+        let now = self.open.fetch_add(1, Relaxed) + 1;
+        self.peak_open.fetch_max(now, Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Numbered barriers: workers `arrive(k)` and wait until the coordinator `release(k)`s.
+#[derive(Default)]
+pub struct Phases {
+    arrived: [AtomicUsize; 4],
+    released: [AtomicBool; 4],
+    stop: AtomicBool,
+}
+
+impl Phases {
+    pub async fn arrive(&self, k: usize) {
+        self.arrived[k].fetch_add(1, Relaxed);
+        while !self.released[k].load(Relaxed) {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Blocks the coordinator until `workers` arrived at `k` (or the deadline passed).
+    pub fn wait_arrived(&self, k: usize, workers: usize, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.arrived[k].load(Relaxed) < workers {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    pub fn release(&self, k: usize) {
+        self.released[k].store(true, Relaxed);
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+}
+
+/// What a worker is handed: its shard of the families and the shared state.
+pub struct Worker {
+    pub target: Target,
+    pub families: Vec<SeededFamily>,
+    /// One client per source address; family `i` uses `clients[i % len]`.
+    pub clients: Vec<Rc<awc::Client>>,
+    pub counters: Arc<Counters>,
+    pub phases: Arc<Phases>,
+}
+
+/// Shared by the coordinator and every worker.
+pub struct Run {
+    pub counters: Arc<Counters>,
+    pub phases: Arc<Phases>,
+    pub threads: usize,
+}
+
+/// Starts `common.threads` workers, each on its own thread with its own actix runtime, and a
+/// watchdog that ends the process if the run overstays its hard deadline.
+pub fn spawn_workers<F, Fut, R>(
+    common: &Common,
+    families: Vec<SeededFamily>,
+    work: F,
+) -> Result<(Run, Vec<std::thread::JoinHandle<R>>), String>
+where
+    F: Fn(Worker) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let target = common.target()?;
+    let threads = common.threads.clamp(1, families.len());
+    let counters = Arc::new(Counters::default());
+    let phases = Arc::new(Phases::default());
+    let deadline = Duration::from_secs(common.duration) + HARD_DEADLINE_SLACK;
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        eprintln!("podo-load: hard deadline of {deadline:?} passed; exiting");
+        std::process::exit(2);
+    });
+    let mut shards: Vec<Vec<SeededFamily>> = vec![Vec::new(); threads];
+    for (i, family) in families.into_iter().enumerate() {
+        shards[i % threads].push(family);
+    }
+    let source_addrs = common.source_addrs.clamp(1, 250);
+    let handles = shards
+        .into_iter()
+        .enumerate()
+        .map(|(index, families)| {
+            let work = work.clone();
+            let target = target.clone();
+            let counters = counters.clone();
+            let phases = phases.clone();
+            std::thread::Builder::new()
+                .name(format!("podo-load-{index}"))
+                .spawn(move || {
+                    actix_web::rt::System::new().block_on(async move {
+                        let clients = (0..source_addrs)
+                            .map(|i| Rc::new(make_client(source_ip(i, source_addrs))))
+                            .collect();
+                        work(Worker {
+                            target,
+                            families,
+                            clients,
+                            counters,
+                            phases,
+                        })
+                        .await
+                    })
+                })
+                .expect("spawn worker thread")
+        })
+        .collect();
+    Ok((
+        Run {
+            counters,
+            phases,
+            threads,
+        },
+        handles,
+    ))
+}
+
+impl Worker {
+    pub fn client(&self, family_index: usize) -> Rc<awc::Client> {
+        self.clients[family_index % self.clients.len()].clone()
+    }
+}
+
+impl Run {
+    /// Shows a progress bar (on a terminal, unless `quiet`) for `secs` seconds of load, then
+    /// tells the workers to stop.
+    pub fn run_for(&self, secs: u64, quiet: bool) {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(secs)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len}s {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let started = Instant::now();
+        let mut last = (started, self.counters.acked.load(Relaxed));
+        while started.elapsed() < Duration::from_secs(secs) {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = Instant::now();
+            let acked = self.counters.acked.load(Relaxed);
+            let rate = (acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            last = (now, acked);
+            bar.set_position(started.elapsed().as_secs());
+            bar.set_message(format!(
+                "{rate:>8.0}/s acked {acked} delivered {} conns {} errors {} violations {}",
+                self.counters.delivered.load(Relaxed),
+                self.counters.open.load(Relaxed),
+                self.counters.errors.load(Relaxed),
+                self.counters.violations.load(Relaxed),
+            ));
+        }
+        bar.finish_and_clear();
+        self.phases.stop();
+    }
+
+    /// Waits for every worker at barrier `k`, failing if set-up takes longer than `within`.
+    pub fn gather(&self, k: usize, within: Duration) -> Result<(), String> {
+        if self.phases.wait_arrived(k, self.threads, within) {
+            Ok(())
+        } else {
+            self.phases.stop();
+            Err(format!(
+                "set-up did not finish within {within:?} ({} connections open, {} failed)",
+                self.counters.open.load(Relaxed),
+                self.counters.connect_failed.load(Relaxed)
+            ))
+        }
+    }
+}
+
+/// Joins the workers and returns their results.
+pub fn join<R>(handles: Vec<std::thread::JoinHandle<R>>) -> Result<Vec<R>, String> {
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "a worker thread panicked".to_owned()))
+        .collect()
+}
+
+/// The interval between operations of one family for a total rate over `families`, or None for
+/// "as fast as possible".
+pub fn per_family_interval(rate: f64, families: usize) -> Option<Duration> {
+    (rate > 0.0).then(|| Duration::from_secs_f64(families as f64 / rate))
+}
+
+/// Paces one family's operations on a fixed schedule. When the schedule has fallen more than a
+/// second behind, it restarts from now instead of bursting to catch up.
+pub struct Pacer {
+    next: Instant,
+    interval: Option<Duration>,
+    pub late: u64,
+}
+
+impl Pacer {
+    pub fn new(interval: Option<Duration>, phase: f64) -> Pacer {
+        let offset = interval.map(|i| i.mul_f64(phase)).unwrap_or_default();
+        Pacer {
+            next: Instant::now() + offset,
+            interval,
+            late: 0,
+        }
+    }
+
+    pub async fn tick(&mut self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let now = Instant::now();
+        if self.next > now {
+            actix_web::rt::time::sleep_until(self.next.into()).await;
+        } else if now - self.next > Duration::from_secs(1) {
+            self.late += 1;
+            self.next = now;
+        }
+        self.next += interval;
+    }
+}
