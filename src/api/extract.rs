@@ -7,8 +7,9 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 
 /// Bodies over this are refused with 413 `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -145,4 +146,39 @@ pub fn json_error_body<B: MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, response).map_into_right_body::<B>(),
     ))
+}
+
+/// For PATCH-style fields: `Some(None)` for an explicit `null`, `None` when the field is absent
+/// (use with `#[serde(default, deserialize_with = "nullable")]`).
+pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A required text field of at most `max` characters, trimmed: on create it must be there, on
+/// update it may be absent (`None` = leave as is) but never `null` or blank.
+pub fn required_text(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    value: Option<Option<String>>,
+    max: usize,
+    creating: bool,
+) -> Option<String> {
+    let reason = format!("1-{max} characters");
+    match value {
+        Some(Some(text)) => {
+            let text = text.trim().to_owned();
+            errors.check((1..=max).contains(&super::char_len(&text)), field, reason);
+            Some(text)
+        }
+        Some(None) => {
+            errors.add(field, reason);
+            None
+        }
+        None => {
+            errors.check(!creating, field, "required");
+            None
+        }
+    }
 }

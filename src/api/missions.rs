@@ -4,10 +4,10 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::char_len;
-use super::extract::{JsonBody, OptionalJsonBody};
+use super::extract::{JsonBody, OptionalJsonBody, nullable, required_text};
 use crate::app::AppState;
 use crate::auth::{AuthUser, Member};
 use crate::board::actor::mission_locked;
@@ -106,13 +106,6 @@ async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "missions": missions })))
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the field is absent.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Deserialize)]
 struct MissionFields {
     #[serde(default, deserialize_with = "nullable")]
@@ -131,25 +124,7 @@ struct Checked {
 
 fn check(fields: MissionFields, creating: bool) -> Result<Checked, ApiError> {
     let mut errors = FieldErrors::default();
-    let title = match fields.title {
-        Some(Some(title)) => {
-            let title = title.trim().to_owned();
-            errors.check(
-                (1..=200).contains(&char_len(&title)),
-                "title",
-                "1-200 characters",
-            );
-            Some(title)
-        }
-        Some(None) => {
-            errors.add("title", "1-200 characters");
-            None
-        }
-        None => {
-            errors.check(!creating, "title", "required");
-            None
-        }
-    };
+    let title = required_text(&mut errors, "title", fields.title, 200, creating);
     let reward = match fields.reward {
         Some(Some(reward)) => {
             errors.check((1..=100).contains(&reward), "reward", "1-100 grapes");

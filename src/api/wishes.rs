@@ -2,10 +2,10 @@
 use actix_web::{HttpResponse, web};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use super::extract::JsonBody;
-use super::{char_len, is_http_url};
+use super::extract::{JsonBody, nullable, required_text};
+use super::is_http_url;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Member};
 use crate::error::{ApiError, FieldErrors};
@@ -52,10 +52,6 @@ async fn list(
 }
 
 /// `Some(None)` for an explicit `null`, `None` when the field is absent.
-fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
 #[derive(Deserialize, Default)]
 struct WishFields {
     #[serde(default, deserialize_with = "nullable")]
@@ -75,25 +71,7 @@ struct Checked {
 
 fn check(fields: WishFields, creating: bool) -> Result<Checked, ApiError> {
     let mut errors = FieldErrors::default();
-    let name = match fields.name {
-        Some(Some(name)) => {
-            let name = name.trim().to_owned();
-            errors.check(
-                (1..=100).contains(&char_len(&name)),
-                "name",
-                "1-100 characters",
-            );
-            Some(name)
-        }
-        Some(None) => {
-            errors.add("name", "1-100 characters");
-            None
-        }
-        None => {
-            errors.check(!creating, "name", "required");
-            None
-        }
-    };
+    let name = required_text(&mut errors, "name", fields.name, 100, creating);
     let mut url = |field: &'static str, value: Option<Option<String>>| match value {
         Some(Some(s)) if s.trim().is_empty() => Some(None),
         Some(Some(s)) => {

@@ -146,14 +146,10 @@ impl Write {
     }
 }
 
-struct Pending {
-    write: Write,
-}
-
 pub struct Persister {
     db: Db,
     metrics: Arc<Metrics>,
-    queue: Vec<Pending>,
+    queue: Vec<Write>,
     committing: bool,
 }
 
@@ -194,12 +190,12 @@ impl Persister {
 
 /// Takes up to [`MAX_BATCH`] writes, at most one per kind and family (a family's second change is
 /// based on the first's result and must see it committed), leaving the rest queued in order.
-fn take_batch(queue: &mut Vec<Pending>) -> Vec<Pending> {
+fn take_batch(queue: &mut Vec<Write>) -> Vec<Write> {
     let mut families = HashSet::new();
     let mut batch = Vec::new();
     let mut rest = Vec::new();
     for pending in queue.drain(..) {
-        if batch.len() < MAX_BATCH && families.insert(pending.write.slot()) {
+        if batch.len() < MAX_BATCH && families.insert(pending.slot()) {
             batch.push(pending);
         } else {
             rest.push(pending);
@@ -226,9 +222,7 @@ impl Handler<CommitBoard> for Persister {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Pending {
-            write: Write::Board(change, reply),
-        });
+        self.queue.push(Write::Board(change, reply));
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
@@ -239,22 +233,20 @@ impl Handler<CommitMessages> for Persister {
 
     fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Pending {
-            write: Write::Chat(group, reply),
-        });
+        self.queue.push(Write::Chat(group, reply));
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
 }
 
 /// Commits a batch and answers every waiter. Returns whether the transaction committed.
-async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Pending>) -> bool {
+async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool {
     let mut changes = Vec::new();
     let mut board_replies = Vec::new();
     let mut groups = Vec::new();
     let mut chat_replies = Vec::new();
-    for pending in batch {
-        match pending.write {
+    for write in batch {
+        match write {
             Write::Board(change, reply) => {
                 changes.push(change);
                 board_replies.push(reply);
