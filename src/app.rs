@@ -1,9 +1,8 @@
 //! Application assembly: database, state, HTTP server bound to the configured address (port 0 in
 //! tests), graceful shutdown.
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};

@@ -4,9 +4,39 @@ use std::sync::Arc;
 use actix::prelude::*;
 use dashmap::DashMap;
 
+use crate::config::Timing;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::push::Push;
+use crate::store::Db;
+use crate::store::persister::Persister;
 
 pub type Actors<A> = Arc<DashMap<i64, Addr<A>>>;
+
+/// What every per-family actor (FamilyBoard, ChatRoom) needs from the application; `actors` is
+/// its own registry's map, so that it can remove itself when it stops.
+pub struct FamilyDeps<A: Actor> {
+    pub db: Db,
+    pub persister: Addr<Persister>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub push: Push,
+    pub actors: Actors<A>,
+}
+
+// Not derived: a derive would demand `A: Clone`, and actors are not.
+impl<A: Actor> Clone for FamilyDeps<A> {
+    fn clone(&self) -> Self {
+        FamilyDeps {
+            db: self.db.clone(),
+            persister: self.persister.clone(),
+            metrics: self.metrics.clone(),
+            timing: self.timing.clone(),
+            push: self.push.clone(),
+            actors: self.actors.clone(),
+        }
+    }
+}
 
 pub struct Registry<A: Actor<Context = Context<A>>> {
     actors: Actors<A>,

@@ -120,8 +120,8 @@ mod tests {
 
     #[test]
     fn seoul_days_start_at_15_utc_the_day_before() {
-        let tz: Tz = "Asia/Seoul".parse().unwrap();
-        let date = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let tz: Tz = "Asia/Seoul".parse().expect("a known zone");
+        let date = NaiveDate::from_ymd_opt(2026, 12, 2).expect("a real date");
         assert_eq!(start_of(tz, date).to_rfc3339(), "2026-12-01T15:00:00+00:00");
     }
 }

@@ -5,7 +5,6 @@
 //! the family's SSE sessions. Commands are handled one at a time ([`AtomicResponse`]): the next
 //! command of a family sees the previous one's committed result.
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,14 +13,12 @@ use super::rules::{self, Counts, Refusal, WishStatus};
 use super::sse::{BoardEvent, CloseSession, SseSession};
 use super::store::{self, Loaded};
 use super::view::{Board, BoardRow, BoardStatus, Snapshot};
-use crate::config::Timing;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::model::{self, Wish};
 use crate::push::Notification;
 use crate::store::Db;
 use crate::store::persister::{
-    BoardChange, BoardOp, CommitBoard, Committed, EventRow, PersistError, Persister,
+    BoardChange, BoardOp, CommitBoard, Committed, EventRow, PersistError,
 };
 
 /// How many recent idempotency keys each family remembers in memory; older ones are found in the
@@ -31,15 +28,7 @@ const RECENT_KEYS: usize = 256;
 const MAILBOX: usize = 1024;
 
 /// What every FamilyBoard needs from the application.
-#[derive(Clone)]
-pub struct BoardDeps {
-    pub db: Db,
-    pub persister: Addr<Persister>,
-    pub metrics: Arc<Metrics>,
-    pub timing: Timing,
-    pub actors: crate::registry::Actors<FamilyBoard>,
-    pub push: crate::push::Push,
-}
+pub type BoardDeps = crate::registry::FamilyDeps<FamilyBoard>;
 
 /// A change to the board, on behalf of `by` (already authorized for the family and role).
 #[derive(Clone, Debug)]

@@ -150,20 +150,22 @@ mod tests {
 
     #[test]
     fn grant_refuses_overflow_and_bad_counts() {
-        let board = Counts::new(31).unwrap().grant(30).unwrap();
+        let board = Counts::new(31)
+            .and_then(|b| b.grant(30))
+            .expect("30 of 31 fit");
         assert_eq!(board.grant(2), Err(Refusal::BoardFull));
         assert_eq!(board.grant(0), Err(Refusal::OutOfBounds));
         assert_eq!(board.grant(101), Err(Refusal::OutOfBounds));
-        assert_eq!(board.grant(1).unwrap().granted, 31);
+        assert_eq!(board.grant(1).expect("the 31st fits").granted, 31);
     }
 
     #[test]
     fn the_last_attach_completes() {
-        let mut board = Counts::new(2).unwrap().grant(2).unwrap();
-        let (next, done) = board.attach().unwrap();
+        let mut board = Counts::new(2).and_then(|b| b.grant(2)).expect("2 of 2 fit");
+        let (next, done) = board.attach().expect("a granted grape is there");
         assert!(!done);
         board = next;
-        let (next, done) = board.attach().unwrap();
+        let (next, done) = board.attach().expect("a granted grape is there");
         assert!(done);
         assert_eq!(next.attach(), Err(Refusal::NothingToAttach));
     }

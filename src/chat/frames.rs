@@ -117,7 +117,7 @@ mod tests {
         .encode();
         assert_eq!(&*frame, r#"{"type":"ack","client_id":"c1","seq":7}"#);
         let parsed: ClientFrame =
-            serde_json::from_str(r#"{"type":"resume","after_seq":3}"#).unwrap();
+            serde_json::from_str(r#"{"type":"resume","after_seq":3}"#).expect("a resume frame");
         assert!(matches!(parsed, ClientFrame::Resume { after_seq: 3 }));
     }
 }

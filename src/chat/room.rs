@@ -5,7 +5,6 @@
 //! Only one group of a room is in the Persister at a time: the next group is formed when the
 //! previous one committed, so a failed commit never leaves a gap in the family's seqs.
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,24 +13,14 @@ use bytestring::ByteString;
 use super::frames::{ChatMessage, ServerFrame};
 use super::session::{Deliver, WsSession};
 use super::store::{self, CLIENT_ID_WINDOW, RoomStart};
-use crate::config::Timing;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::model;
-use crate::push::{Notification, Push};
-use crate::registry::{Actors, deregister};
-use crate::store::Db;
-use crate::store::persister::{CommitMessages, MessageRow, PersistError, Persister};
+use crate::push::Notification;
+use crate::registry::deregister;
+use crate::store::persister::{CommitMessages, MessageRow, PersistError};
 
-#[derive(Clone)]
-pub struct ChatDeps {
-    pub db: Db,
-    pub persister: Addr<Persister>,
-    pub metrics: Arc<Metrics>,
-    pub timing: Timing,
-    pub actors: Actors<ChatRoom>,
-    pub push: Push,
-}
+/// What every ChatRoom (and its sessions) needs from the application.
+pub type ChatDeps = crate::registry::FamilyDeps<ChatRoom>;
 
 /// A session enters the room; answered with what the `hello` frame says.
 #[derive(Clone)]
