@@ -1,0 +1,188 @@
+//! The `podo` binary as an operator runs it: first start on an empty data directory, then
+//! SIGTERM or SIGINT stops it cleanly (exit 0) and ends open streams.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+/// Starts `podo serve` on an ephemeral port and waits for its "listening" log line.
+fn start(data_dir: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podo"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("podo starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(address) = line.split("podo listening on http://").nth(1) {
+                let _ = tx.send(address.trim().to_owned());
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("podo logs its address");
+    Server { child, address }
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+}
+
+/// POSTs JSON (with an optional bearer token); returns the status and the JSON body.
+fn post(address: &str, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let status = answer[9..12].parse().expect("status code");
+    let json = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok());
+    (status, json.unwrap_or(serde_json::Value::Null))
+}
+
+/// Signs up and logs in; returns the token.
+fn member(address: &str, login: &str, role: &str) -> String {
+    let body =
+        format!(r#"{{"login":"{login}","name":"n","password":"password1","role":"{role}"}}"#);
+    assert_eq!(post(address, "/api/auth/signup", None, &body).0, 201);
+    let (status, answer) = post(
+        address,
+        "/api/auth/login",
+        None,
+        &format!(r#"{{"login":"{login}","password":"password1"}}"#),
+    );
+    assert_eq!(status, 200);
+    answer["token"].as_str().expect("token").to_owned()
+}
+
+fn wait_for_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn first_start_migrates_and_a_signal_stops_it_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let mut server = start(&data_dir);
+        assert!(
+            data_dir.join("podo.db").exists(),
+            "the SQLite file is created on first start"
+        );
+        let health = http_get(&server.address, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let page = http_get(&server.address, "/");
+        assert!(
+            page.starts_with("HTTP/1.1 200") && page.contains("<html"),
+            "the web client is served"
+        );
+
+        // A paired family with a live board stream open.
+        let parent = member(&server.address, "sig_mom", "parent");
+        let child = member(&server.address, "sig_kid", "child");
+        let (_, invite) = post(&server.address, "/api/family/invite", Some(&parent), "{}");
+        let code = invite["code"].as_str().expect("code");
+        assert_eq!(
+            post(
+                &server.address,
+                "/api/family/join",
+                Some(&child),
+                &format!(r#"{{"code":"{code}"}}"#)
+            )
+            .0,
+            200
+        );
+        let mut sse = TcpStream::connect(&server.address).expect("connect");
+        write!(
+            sse,
+            "GET /api/board/events?access_token={child} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("sse request");
+        sse.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("event: board") {
+            let n = sse.read(&mut chunk).expect("the stream starts");
+            assert!(n > 0, "the stream ended early");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+
+        let signalled = Instant::now();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), server.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = wait_for_exit(&mut server.child, Duration::from_secs(20));
+        if exit.is_none() {
+            let _ = server.child.kill();
+        }
+        assert_eq!(exit.map(|s| s.code()), Some(Some(0)), "SIG{signal} exits 0");
+        // actix waits up to 10 s for open connections; the server ends its streams instead.
+        assert!(
+            signalled.elapsed() < Duration::from_secs(8),
+            "streams were ended, not timed out"
+        );
+        let mut rest = Vec::new();
+        let _ = sse.read_to_end(&mut rest);
+
+        // The next start uses the same database: the account is still there.
+        let mut again = start(&data_dir);
+        let (status, me) = post(
+            &again.address,
+            "/api/auth/login",
+            None,
+            r#"{"login":"sig_kid","password":"password1"}"#,
+        );
+        assert_eq!(
+            (status, me["user"]["login"].as_str()),
+            (200, Some("sig_kid")),
+            "the account survived"
+        );
+        let _ = Command::new("kill")
+            .args(["-TERM", &again.child.id().to_string()])
+            .status();
+        assert_eq!(
+            wait_for_exit(&mut again.child, Duration::from_secs(20)).map(|s| s.code()),
+            Some(Some(0))
+        );
+    }
+}
