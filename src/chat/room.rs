@@ -219,15 +219,14 @@ impl ChatRoom {
             return;
         };
         let created_at = model::now();
-        let group: Vec<Outgoing> = std::mem::take(&mut self.pending);
-        let rows: Vec<MessageRow> = group
-            .iter()
+        let rows: Vec<MessageRow> = std::mem::take(&mut self.pending)
+            .into_iter()
             .zip(state.last_seq + 1..)
             .map(|(m, seq)| MessageRow {
                 seq,
                 sender_id: m.sender_id,
-                client_id: m.client_id.clone(),
-                text: m.text.clone(),
+                client_id: m.client_id,
+                text: m.text,
                 created_at,
             })
             .collect();
@@ -240,9 +239,19 @@ impl ChatRoom {
             act.in_flight = false;
             match result {
                 Ok(Ok(())) => act.committed(rows),
-                Ok(Err(PersistError::Conflict)) => return act.recover(group, ctx),
-                Ok(Err(err)) => act.refuse(keys_of(&group), &err.to_string()),
-                Err(err) => act.refuse(keys_of(&group), &err.to_string()),
+                Ok(Err(PersistError::Conflict)) => {
+                    let group = rows
+                        .into_iter()
+                        .map(|r| Outgoing {
+                            sender_id: r.sender_id,
+                            client_id: r.client_id,
+                            text: r.text,
+                        })
+                        .collect();
+                    return act.recover(group, ctx);
+                }
+                Ok(Err(err)) => act.refuse(keys_of(&rows), &err.to_string()),
+                Err(err) => act.refuse(keys_of(&rows), &err.to_string()),
             }
             act.flush(ctx);
         }));
@@ -394,9 +403,8 @@ impl ChatRoom {
     }
 }
 
-fn keys_of(group: &[Outgoing]) -> Vec<Key> {
-    group
-        .iter()
+fn keys_of(rows: &[MessageRow]) -> Vec<Key> {
+    rows.iter()
         .map(|m| (m.sender_id, m.client_id.clone()))
         .collect()
 }
