@@ -163,6 +163,15 @@ async function boot() {
   document.getElementById('logout-button').addEventListener('click', () => logout());
   initPushButton(document.getElementById('push-button'));
   window.addEventListener('hashchange', route);
+  // Tapping the tab that is already open shows it afresh (missions and calendar have no live
+  // channel: this is how to see what the other member just did).
+  document.getElementById('tabbar').addEventListener('click', (event) => {
+    const link = event.target.closest('a[data-tab]');
+    if (link && location.hash === link.getAttribute('href')) {
+      event.preventDefault();
+      route();
+    }
+  });
   if (getToken()) {
     for (;;) {
       try {

@@ -1,21 +1,23 @@
 // Calendar: a month of due and approved missions and given gifts (GET /api/calendar).
 import { get } from './api.js';
-import { formatDay, h, showError, ymd } from './dom.js';
+import { familyToday, formatDay, h, showError, ymd } from './dom.js';
 
 export function render(view) {
-  const now = new Date();
-  let year = now.getFullYear();
-  let month = now.getMonth();
-  let selected = ymd(now);
+  // Days are the server's (the family's time zone), not this device's: start on the family's today.
+  const today = familyToday();
+  let year = Number(today.slice(0, 4));
+  let month = Number(today.slice(5, 7)) - 1;
+  let selected = today;
   let days = new Map();
   let missions = new Map();
   let wishes = new Map();
   let closed = false;
   let note = null;
+  let loads = 0; // only the latest month's answer may be drawn (answers can arrive out of order)
 
   const title = h('h2', { class: 'month-title', id: 'month-title' });
-  const prev = h('button', { class: 'icon-button', type: 'button', 'aria-label': '이전 달' }, '‹');
-  const next = h('button', { class: 'icon-button', type: 'button', 'aria-label': '다음 달' }, '›');
+  const prev = h('button', { class: 'icon-button', type: 'button', id: 'month-prev', 'aria-label': '이전 달' }, '‹');
+  const next = h('button', { class: 'icon-button', type: 'button', id: 'month-next', 'aria-label': '다음 달' }, '›');
   const grid = h('div', { class: 'month-grid', id: 'month-grid' });
   const detail = h('div', { class: 'card day-detail', id: 'day-detail' });
   const legend = h(
@@ -40,12 +42,19 @@ export function render(view) {
       month = 0;
       year += 1;
     }
+    const today = familyToday();
+    const shown = `${year}-${String(month + 1).padStart(2, '0')}`;
+    selected = today.startsWith(shown) ? today : `${shown}-01`;
     load();
   }
 
   async function load() {
     const from = ymd(new Date(year, month, 1));
     const to = ymd(new Date(year, month + 1, 0));
+    const ticket = (loads += 1);
+    const current = () => !closed && ticket === loads;
+    days = new Map();
+    grid.dataset.loaded = 'false';
     draw();
     try {
       const [calendar, missionList, wishList] = await Promise.all([
@@ -53,17 +62,18 @@ export function render(view) {
         get('/missions').catch(() => ({ missions: [] })),
         get('/wishes').catch(() => ({ wishes: [] })),
       ]);
-      if (closed) return;
+      if (!current()) return;
       days = new Map(calendar.days.map((d) => [d.date, d]));
       missions = new Map(missionList.missions.map((m) => [m.id, m]));
       wishes = new Map(wishList.wishes.map((w) => [w.id, w]));
       note = null;
     } catch (error) {
-      if (closed) return;
+      if (!current()) return;
       days = new Map();
       if (error.missing) note = '캘린더 기능을 준비하고 있어요.';
       else showError(error);
     }
+    grid.dataset.loaded = `${year}-${String(month + 1).padStart(2, '0')}`;
     draw();
   }
 
@@ -73,6 +83,7 @@ export function render(view) {
     status.hidden = !note;
     const first = new Date(year, month, 1).getDay();
     const count = new Date(year, month + 1, 0).getDate();
+    const today = familyToday();
     const cells = [];
     for (let i = 0; i < first; i += 1) cells.push(h('div', { class: 'day blank' }));
     for (let d = 1; d <= count; d += 1) {
@@ -86,7 +97,7 @@ export function render(view) {
       }
       const cell = h(
         'button',
-        { type: 'button', class: `day${date === ymd(new Date()) ? ' today' : ''}${date === selected ? ' selected' : ''}${(first + d - 1) % 7 === 0 ? ' sunday' : ''}`, dataset: { date } },
+        { type: 'button', class: `day${date === today ? ' today' : ''}${date === selected ? ' selected' : ''}${(first + d - 1) % 7 === 0 ? ' sunday' : ''}`, dataset: { date } },
         h('span', { class: 'day-number' }, d),
         h('span', { class: 'dots' }, dots),
       );

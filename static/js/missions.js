@@ -45,7 +45,7 @@ function createForm(reload) {
     h(
       'div',
       { class: 'row' },
-      h('label', { class: 'inline-field' }, '🍇', h('input', { name: 'reward', type: 'number', min: 1, max: 100, value: 1, 'aria-label': '보상 포도알' }), '알'),
+      h('label', { class: 'inline-field' }, '🍇', h('input', { name: 'reward', type: 'number', min: '1', max: '100', value: '1', 'aria-label': '보상 포도알' }), '알'),
       h('label', { class: 'inline-field' }, '마감', h('input', { name: 'due_on', type: 'date', 'aria-label': '마감일' })),
     ),
     h('button', { class: 'button primary big', type: 'submit' }, '미션 만들기'),
@@ -86,6 +86,22 @@ function missionCard(mission, ctx, reload) {
   };
   const actions = [];
   const id = mission.id;
+  let extra = null; // the inline reject form, under the buttons while open
+  const toggle = (label, cls, build) => {
+    const button = h('button', { class: `button small ${cls}`, type: 'button', 'aria-expanded': 'false' }, label);
+    button.addEventListener('click', () => {
+      if (extra) {
+        extra.remove();
+        extra = null;
+      } else {
+        extra = build();
+        card.append(extra);
+        extra.querySelector('input')?.focus();
+      }
+      button.setAttribute('aria-expanded', String(Boolean(extra)));
+    });
+    return button;
+  };
   if (ctx.user.role === 'child' && (mission.status === 'open' || mission.status === 'rejected')) {
     actions.push(act('다 했어요!', 'primary', async () => {
       await post(`/missions/${id}/submit`);
@@ -99,25 +115,42 @@ function missionCard(mission, ctx, reload) {
         if (res && res.board) ctx.board.applyBoard(res.board);
         toast(`포도알 ${mission.reward}개를 주었어요!`);
       }),
-      act('거절', 'ghost danger', async () => {
-        const reason = prompt('거절하는 이유를 알려 주세요 (선택)');
-        if (reason === null) return;
-        await post(`/missions/${id}/reject`, reason.trim() ? { reason: reason.trim() } : {});
-      }),
+      toggle('거절', 'ghost danger reject-toggle', () => rejectForm(id, reload)),
     );
   }
   if (ctx.user.role === 'parent' && mission.status !== 'approved') {
-    actions.push(act('삭제', 'ghost small-danger', async () => {
+    actions.push(act('삭제', 'ghost danger', async () => {
       if (confirm('미션을 삭제할까요?')) await del(`/missions/${id}`);
     }));
   }
-  return h(
+  const card = h(
     'article',
-    { class: `card mission mission-${mission.status}`, dataset: { missionId: id } },
+    { class: `card mission mission-${mission.status}`, dataset: { missionId: id, status: mission.status } },
     h('div', { class: 'mission-head' }, h('span', { class: `status status-${mission.status}` }, STATUS[mission.status] || mission.status), h('span', { class: 'reward' }, `🍇 ${mission.reward}`)),
     h('div', { class: 'mission-title' }, mission.title),
     mission.due_on && h('div', { class: 'muted' }, `마감 ${formatDay(mission.due_on)}`),
     mission.status === 'rejected' && mission.reject_reason && h('div', { class: 'reject-reason' }, `💬 ${mission.reject_reason}`),
     actions.length ? h('div', { class: 'mission-actions' }, actions) : null,
   );
+  return card;
+}
+
+/** The parent says why (optional, up to 200 characters) before rejecting. */
+function rejectForm(id, reload) {
+  const input = h('input', { name: 'reason', maxlength: '200', placeholder: '거절하는 이유 (선택)', 'aria-label': '거절 이유' });
+  const form = h('form', { class: 'reject-form' }, input, h('button', { class: 'button small danger-fill', type: 'submit' }, '거절하기'));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const reason = input.value.trim();
+    busy(form.querySelector('button'), async () => {
+      try {
+        await post(`/missions/${id}/reject`, reason ? { reason } : {});
+        toast('미션을 돌려보냈어요.');
+        await reload();
+      } catch (error) {
+        showError(error);
+      }
+    });
+  });
+  return form;
 }

@@ -209,6 +209,24 @@ impl Browser {
         Ok(())
     }
 
+    /// Sets an input's value as its picker would, with the `input` and `change` events (typing
+    /// into a date field depends on the browser's locale).
+    pub async fn set_value(&self, css: &str, value: &str) -> Result {
+        self.wait_for(css).await?;
+        let (css_json, value_json) = (serde_json::to_string(css)?, serde_json::to_string(value)?);
+        self.client
+            .execute(
+                &format!(
+                    "const input = document.querySelector({css_json}); input.value = {value_json}; \
+                     for (const type of ['input', 'change']) input.dispatchEvent(new Event(type, {{bubbles: true}})); \
+                     return null;"
+                ),
+                vec![],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Opens a screen through the tab bar, as a person would.
     pub async fn tab(&self, screen: &str) -> Result {
         self.click(&format!("#tabbar a[data-tab=\"{screen}\"]"))

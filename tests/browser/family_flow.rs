@@ -1,13 +1,25 @@
 //! A parent and a child, each in their own headless Chromium, go through the whole app:
-//! signup, pairing, wishlist, board, live grants and attaches, chat, reload, and a 401.
+//! signup, pairing, wishlist, board, live grants and attaches, a mission from creation to its
+//! reward, the calendar, chat, reload, and a 401.
+use std::cmp::Ordering;
+
 use awc::http::StatusCode;
-use serde_json::json;
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
+use chrono_tz::Asia::Seoul;
+use serde_json::{Value, json};
 
 use crate::browser::{Browser, ChromeDriver, Result};
 use crate::helpers::{PASSWORD, TestApp, spawn_app};
 
 const PARENT: &str = "mom_web";
 const CHILD: &str = "kid_web";
+const BOARD_SIZE: u64 = 31;
+/// Granted by hand on the board before the mission; one of them gets attached.
+const FIRST_GRANT: u64 = 3;
+const MISSION: &str = "설거지하기";
+/// Granted by approving the mission.
+const MISSION_REWARD: u64 = 2;
+const REJECT_REASON: &str = "그릇에 거품이 남아 있어요";
 
 #[actix_web::test]
 async fn parent_and_child_use_the_web_client() {
@@ -36,7 +48,7 @@ async fn family_flow(app: &TestApp, parent: &Browser, child: &Browser) -> Result
     pair(parent, child).await?;
     wishlist(parent, child).await?;
     board(app, parent, child).await?;
-    missions_and_calendar(parent, child).await?;
+    missions_and_calendar(app, parent, child).await?;
     chat(parent, child).await?;
     complete_board(app, parent, child).await?;
     sessions(parent, child).await?;
@@ -138,19 +150,27 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
         .click_xpath("//article[.//div[@class='wish-name' and text()='파란 자전거']]//button[contains(@class,'pick-button')]")
         .await?;
     parent
-        .wait_for("#view[data-screen=board] #board[data-size=\"31\"]")
+        .wait_for(&format!(
+            "#view[data-screen=board] #board[data-size=\"{BOARD_SIZE}\"]"
+        ))
         .await?;
-    parent.wait_count("#board .grape", 31).await?;
+    parent.wait_count("#board .grape", BOARD_SIZE).await?;
     parent.mark_page().await?;
 
     // The child's open page shows the new board and then the granted grapes, without a reload.
     child.wait_text("#board .gift-name", "파란 자전거").await?;
-    parent.click("[data-grant=\"3\"]").await?;
-    child.wait_count("#board .grape.pending", 3).await?;
-    child
-        .wait_text("#attach-button", "포도알 붙이기 (3)")
+    parent
+        .click(&format!("[data-grant=\"{FIRST_GRANT}\"]"))
         .await?;
-    child.wait_text("#board-badge", "3").await?;
+    child
+        .wait_count("#board .grape.pending", FIRST_GRANT)
+        .await?;
+    child
+        .wait_text("#attach-button", &format!("포도알 붙이기 ({FIRST_GRANT})"))
+        .await?;
+    child
+        .wait_text("#board-badge", &FIRST_GRANT.to_string())
+        .await?;
     child.assert_not_reloaded().await?;
     child.screenshot("board-granted").await?;
 
@@ -159,7 +179,9 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     child.wait_count("#board .grape.attached", 1).await?;
     parent.wait_for("#board[data-attached=\"1\"]").await?;
     parent.wait_count("#board .grape.attached", 1).await?;
-    parent.wait_count("#board .grape.pending", 2).await?;
+    parent
+        .wait_count("#board .grape.pending", FIRST_GRANT - 1)
+        .await?;
     parent.assert_not_reloaded().await?;
     parent.screenshot("board").await?;
     child.screenshot("board").await?;
@@ -167,41 +189,259 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     let (status, body) = app.get("/api/board", &child.token().await?).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["board"]["attached"], 1, "{body}");
-    assert_eq!(body["board"]["granted"], 3, "{body}");
+    assert_eq!(body["board"]["granted"], FIRST_GRANT, "{body}");
     Ok(())
 }
 
-async fn missions_and_calendar(parent: &Browser, child: &Browser) -> Result {
+/// The family's calendar days are the server's (`PODO_TIMEZONE`, Asia/Seoul in tests), whatever
+/// zone the browsers run in.
+fn family_today() -> NaiveDate {
+    Utc::now().with_timezone(&Seoul).date_naive()
+}
+
+fn family_day(at: &Value) -> Result<NaiveDate> {
+    let at = at.as_str().ok_or("a timestamp")?;
+    Ok(DateTime::parse_from_rfc3339(at)?
+        .with_timezone(&Seoul)
+        .date_naive())
+}
+
+/// `11월 28일 (토)`, as the client's `formatDay` writes a date.
+fn korean_day(date: NaiveDate) -> String {
+    let weekday = "일월화수목금토"
+        .chars()
+        .nth(date.weekday().num_days_from_sunday() as usize)
+        .unwrap_or('?');
+    format!("{}월 {}일 ({weekday})", date.month(), date.day())
+}
+
+/// A parent's mission goes round: created, submitted, rejected with a reason, submitted again,
+/// approved (its reward lands on the child's open board, live), then shows on the calendar.
+async fn missions_and_calendar(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
+    // Due a few days from today, within today's month so one month view shows both.
+    let today = family_today();
+    let due = match today.checked_add_days(Days::new(3)) {
+        Some(date) if date.month() == today.month() => date,
+        _ => today - Days::new(3),
+    };
+
+    parent.tab("missions").await?;
+    parent
+        .wait_text("#mission-list", "아직 미션이 없어요")
+        .await?;
+    parent.fill("#mission-form [name=title]", MISSION).await?;
+    parent
+        .fill("#mission-form [name=reward]", &MISSION_REWARD.to_string())
+        .await?;
+    parent
+        .set_value("#mission-form [name=due_on]", &due.to_string())
+        .await?;
+    parent.click("#mission-form button[type=submit]").await?;
+    parent
+        .wait_text(".mission-open .mission-title", MISSION)
+        .await?;
+    parent
+        .wait_text(".mission-open", &format!("마감 {}", korean_day(due)))
+        .await?;
+    // The form is ready for the next mission: empty title, the default reward.
+    parent
+        .wait_js(
+            "document.querySelector('#mission-form [name=title]').value === '' && document.querySelector('#mission-form [name=reward]').value === '1'",
+            "the mission form reset",
+        )
+        .await?;
+
+    // The child opens missions and submits it.
+    child.tab("missions").await?;
+    child
+        .wait_text(".mission-open .mission-title", MISSION)
+        .await?;
+    child
+        .wait_text(".mission-open .reward", &format!("🍇 {MISSION_REWARD}"))
+        .await?;
+    child
+        .click(".mission-open .mission-actions .primary")
+        .await?;
+    child
+        .wait_text(".mission-submitted .status", "확인 대기")
+        .await?;
+
+    // The parent looks again (tapping the open tab), rejects it with a reason.
+    parent.tab("missions").await?;
+    parent
+        .wait_text(".mission-submitted .mission-title", MISSION)
+        .await?;
+    parent.click(".mission-submitted .reject-toggle").await?;
+    parent
+        .fill(
+            ".mission-submitted .reject-form [name=reason]",
+            REJECT_REASON,
+        )
+        .await?;
+    parent
+        .click(".mission-submitted .reject-form button[type=submit]")
+        .await?;
+    parent
+        .wait_text(".mission-rejected .reject-reason", REJECT_REASON)
+        .await?;
+
+    // The child sees why and submits again.
+    child.tab("missions").await?;
+    child
+        .wait_text(".mission-rejected .reject-reason", REJECT_REASON)
+        .await?;
+    child
+        .wait_text(".mission-rejected .status", "다시 해 보기")
+        .await?;
+    child.screenshot("missions-rejected").await?;
+    child
+        .click(".mission-rejected .mission-actions .primary")
+        .await?;
+    child
+        .wait_text(".mission-submitted .status", "확인 대기")
+        .await?;
+    child.wait_count(".reject-reason", 0).await?;
+
+    // The child watches the board while the parent approves: the reward arrives live.
+    child.tab("board").await?;
+    child
+        .wait_for(&format!("#board[data-granted=\"{FIRST_GRANT}\"]"))
+        .await?;
+    child
+        .wait_count("#board .grape.pending", FIRST_GRANT - 1)
+        .await?;
+    child.mark_page().await?;
+    parent.tab("missions").await?;
+    parent
+        .wait_text(".mission-submitted .mission-title", MISSION)
+        .await?;
+    parent
+        .click(".mission-submitted .mission-actions .primary")
+        .await?;
+    parent
+        .wait_text(".mission-approved .status", "승인됨")
+        .await?;
+    parent
+        .wait_count(".mission-approved .mission-actions", 0)
+        .await?;
+    let granted = FIRST_GRANT + MISSION_REWARD;
+    child
+        .wait_for(&format!("#board[data-granted=\"{granted}\"]"))
+        .await?;
+    child
+        .wait_count("#board .grape.pending", granted - 1)
+        .await?;
+    child
+        .wait_text(
+            "#attach-button",
+            &format!("포도알 붙이기 ({})", granted - 1),
+        )
+        .await?;
+    child
+        .wait_text("#board-badge", &(granted - 1).to_string())
+        .await?;
+    child.assert_not_reloaded().await?;
+    child.screenshot("board-mission-reward").await?;
+
+    let token = child.token().await?;
+    let (status, body) = app.get("/api/board", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["board"]["granted"], granted, "{body}");
+    assert_eq!(body["board"]["attached"], 1, "{body}");
+    let (status, body) = app.get("/api/missions", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let mission = &body["missions"][0];
+    assert_eq!(mission["status"], "approved", "{body}");
+    assert_eq!(mission["due_on"], due.to_string(), "{body}");
+    let approved_on = family_day(&mission["decided_at"])?;
+
+    parent.screenshot("missions").await?;
+    child.tab("missions").await?;
+    child
+        .wait_text(".mission-approved .status", "승인됨")
+        .await?;
+    child.screenshot("missions").await?;
+
+    // The calendar: the mission on its due date, the approval on the day it happened, both in
+    // the family's time zone, not the browser's.
     for browser in [parent, child] {
-        browser.tab("missions").await?;
-        browser
-            .wait_js(
-                "!document.querySelector('#mission-list .loading')",
-                "missions loaded",
-            )
-            .await?;
-        browser.screenshot("missions").await?;
         browser.tab("calendar").await?;
+        show_month(browser, due).await?;
+        browser
+            .wait_for(&format!("#month-grid .day[data-date=\"{due}\"] .dot.due"))
+            .await?;
+        browser.wait_count("#month-grid .dot.due", 1).await?;
+        browser
+            .click(&format!("#month-grid .day[data-date=\"{due}\"]"))
+            .await?;
+        browser
+            .wait_text("#day-detail h3", &korean_day(due))
+            .await?;
+        browser
+            .wait_text("#day-detail li", &format!("마감: {MISSION}"))
+            .await?;
+
+        show_month(browser, approved_on).await?;
         browser
             .wait_count(
                 "#month-grid .day:not(.blank)",
-                days_in_month(browser).await?,
+                days_in_month(approved_on) as u64,
             )
+            .await?;
+        // "Today" is the family's (Asia/Seoul) today, the day the server files approvals under,
+        // even when the browser runs in another zone (the test's may well be UTC). The grid was
+        // drawn after the approval: if the family's day has not turned since, it is today.
+        if family_today() == approved_on {
+            browser
+                .wait_for(&format!(
+                    "#month-grid .day.today[data-date=\"{approved_on}\"]"
+                ))
+                .await?;
+        }
+        browser
+            .wait_for(&format!(
+                "#month-grid .day[data-date=\"{approved_on}\"] .dot.approved"
+            ))
+            .await?;
+        browser.wait_count("#month-grid .dot.approved", 1).await?;
+        browser
+            .click(&format!("#month-grid .day[data-date=\"{approved_on}\"]"))
+            .await?;
+        browser
+            .wait_text("#day-detail h3", &korean_day(approved_on))
+            .await?;
+        browser
+            .wait_text("#day-detail li", &format!("승인: {MISSION}"))
             .await?;
         browser.screenshot("calendar").await?;
     }
     Ok(())
 }
 
-async fn days_in_month(browser: &Browser) -> Result<u64> {
-    let value = browser
-        .client
-        .execute(
-            "const d = new Date(); return new Date(d.getFullYear(), d.getMonth() + 1, 0).getDate();",
-            vec![],
-        )
-        .await?;
-    Ok(value.as_u64().ok_or("days in month")?)
+/// Steps the calendar to the month of `date` with its arrows and waits for that month's data.
+async fn show_month(browser: &Browser, date: NaiveDate) -> Result {
+    let wanted = format!("{:04}-{:02}", date.year(), date.month());
+    for _ in 0..24 {
+        let shown = browser
+            .wait_js(
+                "document.querySelector('#month-grid')?.dataset.loaded !== 'false' && document.querySelector('#month-grid')?.dataset.loaded",
+                "the calendar loaded",
+            )
+            .await?;
+        let shown = shown.as_str().ok_or("loaded month")?.to_owned();
+        match shown.cmp(&wanted) {
+            Ordering::Equal => return Ok(()),
+            Ordering::Less => browser.click("#month-next").await?,
+            Ordering::Greater => browser.click("#month-prev").await?,
+        }
+    }
+    Err(format!("{}: the calendar never showed {wanted}", browser.name).into())
+}
+
+fn days_in_month(date: NaiveDate) -> u32 {
+    let first = date.with_day(1).unwrap_or(date);
+    let next = first + Months::new(1);
+    (next - first).num_days() as u32
 }
 
 async fn chat(parent: &Browser, child: &Browser) -> Result {
@@ -241,18 +481,30 @@ async fn chat(parent: &Browser, child: &Browser) -> Result {
 async fn complete_board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     parent.tab("board").await?;
     child.tab("board").await?;
-    parent.fill("#grant-count", "28").await?;
+    // So far: FIRST_GRANT by hand and MISSION_REWARD by the mission, one of them attached.
+    let granted = FIRST_GRANT + MISSION_REWARD;
+    parent
+        .wait_for(&format!("#board[data-granted=\"{granted}\"]"))
+        .await?;
+    parent
+        .fill("#grant-count", &(BOARD_SIZE - granted).to_string())
+        .await?;
     parent.click("#grant-button").await?;
-    parent.wait_for("#board[data-granted=\"31\"]").await?;
-    child.wait_count("#board .grape.pending", 30).await?;
-    // 29 attaches over HTTP (quicker than tapping), the last one by tapping.
+    parent
+        .wait_for(&format!("#board[data-granted=\"{BOARD_SIZE}\"]"))
+        .await?;
+    child
+        .wait_count("#board .grape.pending", BOARD_SIZE - 1)
+        .await?;
+    // All but the last over HTTP (quicker than tapping), the last one by tapping.
     let token = child.token().await?;
-    for _ in 0..29 {
+    for _ in 1..BOARD_SIZE - 1 {
         let (status, body) = app.post("/api/board/attach", &token, json!({})).await;
         assert_eq!(status, StatusCode::OK, "attach: {body}");
     }
-    child.wait_for("#board[data-attached=\"30\"]").await?;
-    parent.wait_for("#board[data-attached=\"30\"]").await?;
+    let almost = format!("#board[data-attached=\"{}\"]", BOARD_SIZE - 1);
+    child.wait_for(&almost).await?;
+    parent.wait_for(&almost).await?;
     child.click("#board .grape.pending").await?;
     child.wait_for("#celebration").await?;
     child.wait_for("#board[data-status=\"complete\"]").await?;
@@ -267,6 +519,30 @@ async fn complete_board(app: &TestApp, parent: &Browser, child: &Browser) -> Res
     parent.wait_for("#pick-gift").await?;
     parent.screenshot("board-complete").await?;
     child.screenshot("board-complete").await?;
+
+    // The calendar shows the gift on the day it was given.
+    let (status, body) = app.get("/api/wishes", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let given = body["wishes"]
+        .as_array()
+        .and_then(|wishes| wishes.iter().find(|w| w["status"] == "given"))
+        .ok_or_else(|| format!("no given wish: {body}"))?;
+    let given_on = family_day(&given["given_at"])?;
+    parent.tab("calendar").await?;
+    show_month(parent, given_on).await?;
+    parent
+        .wait_for(&format!(
+            "#month-grid .day[data-date=\"{given_on}\"] .dot.gift"
+        ))
+        .await?;
+    parent
+        .click(&format!("#month-grid .day[data-date=\"{given_on}\"]"))
+        .await?;
+    parent
+        .wait_text("#day-detail li", "선물: 파란 자전거")
+        .await?;
+    parent.screenshot("calendar-gift").await?;
+    parent.tab("board").await?;
     Ok(())
 }
 
