@@ -22,11 +22,19 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error answer (API.md "Errors").
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// A snake_case code such as `unauthorized`, `not_found` or `validation_failed`.
+    #[schema(example = "validation_failed")]
     error: &'a str,
+    /// Human text.
+    #[schema(example = "some fields are invalid")]
     message: String,
+    /// Only with `validation_failed`: the reason for each invalid field.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, String>>, nullable = false)]
     fields: Option<&'a BTreeMap<&'static str, String>>,
 }
 

@@ -33,7 +33,9 @@ pub mod ts {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A member's role; on the wire `"parent"` or `"child"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Role {
     Parent,
     Child,
@@ -55,11 +57,12 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub login: String,
     pub name: String,
+    #[schema(value_type = Role)]
     pub role: &'static str,
 }
 
@@ -74,25 +77,31 @@ impl From<&user::Model> for User {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Family {
     pub id: i64,
     pub parent: User,
     pub child: User,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+// `required = true` on the `Option` fields: they are always present, `null` when unset.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Wish {
     pub id: i64,
     pub name: String,
+    #[schema(required = true, format = "uri")]
     pub link: Option<String>,
+    #[schema(required = true, format = "uri")]
     pub image_url: Option<String>,
+    #[schema(value_type = crate::api::openapi::WishStatus)]
     pub status: String,
     #[serde(serialize_with = "ts::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "ts::option::serialize")]
+    #[schema(required = true)]
     pub picked_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "ts::option::serialize")]
+    #[schema(required = true)]
     pub given_at: Option<DateTime<Utc>>,
 }
 

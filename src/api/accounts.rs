@@ -9,7 +9,7 @@ use super::char_len;
 use super::extract::JsonBody;
 use crate::app::AppState;
 use crate::auth::{AuthUser, password};
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{self, Family, Role, User, ts};
 use crate::store::Db;
 use crate::store::entities::{family, user};
@@ -20,11 +20,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/me", web::get().to(me));
 }
 
-#[derive(Deserialize)]
+// Optional in the code so that every missing field is reported; all required on the wire.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SignupRequest {
+    /// Unique ignoring case.
+    #[schema(value_type = String, min_length = 4, max_length = 20, pattern = "^[A-Za-z0-9_]{4,20}$")]
     login: Option<String>,
+    #[schema(value_type = String, min_length = 1, max_length = 30)]
     name: Option<String>,
+    #[schema(value_type = String, min_length = 8, max_length = 128)]
     password: Option<String>,
+    #[schema(value_type = Role)]
     role: Option<String>,
 }
 
@@ -35,6 +41,22 @@ fn valid_login(login: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/signup",
+    tag = "accounts",
+    operation_id = "signup",
+    summary = "Create an account",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The new account", body = User),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 409, description = "`login_taken` (logins are unique ignoring case)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn signup(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<SignupRequest>,
@@ -88,14 +110,15 @@ async fn signup(
     Ok(HttpResponse::Created().json(User::from(&row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginRequest {
     login: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginResponse {
+    /// HS256 JWT for `Authorization: Bearer <token>`.
     token: String,
     #[serde(serialize_with = "ts::serialize")]
     expires_at: chrono::DateTime<chrono::Utc>,
@@ -106,6 +129,24 @@ struct LoginResponse {
 static DECOY_HASH: LazyLock<String> =
     LazyLock::new(|| password::hash("decoy password").unwrap_or_default());
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "accounts",
+    operation_id = "login",
+    summary = "Log in: get a bearer token",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A token valid 7 days", body = LoginResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: wrong login or password (same answer for both)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: 10 failures for this login in 15 minutes", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+    )
+)]
 async fn login(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<LoginRequest>,
@@ -146,12 +187,26 @@ async fn login(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct MeResponse {
     user: User,
+    /// `null` until paired.
+    #[schema(required = true)]
     family: Option<Family>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "accounts",
+    operation_id = "get_me",
+    summary = "The caller and their family",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller and their family", body = MeResponse),
+        (status = 401, description = "`unauthorized`: missing, malformed or expired token", body = ErrorBody),
+    )
+)]
 async fn me(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

@@ -9,8 +9,8 @@ use crate::app::AppState;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
 use crate::board::sse::{self, SseSession};
-use crate::board::{Command, GetBoard, Snapshot, Subscribe, Unsubscribe};
-use crate::error::{ApiError, FieldErrors};
+use crate::board::{Board, Command, GetBoard, Snapshot, Subscribe, Unsubscribe};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{Role, ts};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -23,6 +23,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/board/events", web::get().to(events));
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/board",
+    tag = "board",
+    operation_id = "get_board",
+    summary = "The current board",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The active board, else the latest completed one, else null", body = Snapshot),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -31,18 +44,41 @@ async fn get(
     Ok(HttpResponse::Ok().json(snapshot))
 }
 
-fn board_of(snapshot: Snapshot) -> Result<crate::board::Board, ApiError> {
+fn board_of(snapshot: Snapshot) -> Result<Board, ApiError> {
     snapshot
         .board
         .ok_or_else(|| ApiError::internal("a change left no board"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateRequest {
+    /// A `wished` wish of the family's child.
+    #[schema(value_type = i64)]
     wish_id: Option<i64>,
+    #[schema(value_type = Option<i64>, nullable = false, minimum = 1, maximum = 100, default = 31)]
     size: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/board",
+    tag = "board",
+    operation_id = "create_board",
+    summary = "Open a board for a wish (parent)",
+    security(("bearer" = [])),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The new active board; its wish is now `picked`", body = Board),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such wish in the family", body = ErrorBody),
+        (status = 409, description = "`board_exists` while a board is active; `wish_not_available` unless the wish is `wished`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -64,6 +100,21 @@ async fn create(
     Ok(HttpResponse::Created().json(board))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/board",
+    tag = "board",
+    operation_id = "cancel_board",
+    summary = "Cancel the active board (parent)",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The active board is cancelled; its wish is `wished` again"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`no_board`: no active board", body = ErrorBody),
+        (status = 409, description = "`conflict`: another server changed the board meanwhile", body = ErrorBody),
+    )
+)]
 async fn cancel(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -82,12 +133,35 @@ fn check_key(errors: &mut FieldErrors, key: &Option<String>) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct GrantRequest {
+    #[schema(value_type = i64, minimum = 1, maximum = 100)]
     count: Option<i64>,
+    /// Idempotency key: the same user repeating it gets the first answer's board back.
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 64)]
     key: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/board/grant",
+    tag = "board",
+    operation_id = "grant_grapes",
+    summary = "Grant grapes (parent)",
+    security(("bearer" = [])),
+    request_body = GrantRequest,
+    responses(
+        (status = 200, description = "The board after the grant; pushed to the child", body = Board),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`no_board`: no active board", body = ErrorBody),
+        (status = 409, description = "`board_full`: `granted + count > size`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn grant(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -109,11 +183,34 @@ async fn grant(
     Ok(HttpResponse::Ok().json(board))
 }
 
-#[derive(Deserialize, Default)]
+/// An empty body or `{}` is fine.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct AttachRequest {
+    /// Idempotency key: the same user repeating it gets the first answer's board back.
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 64)]
     key: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/board/attach",
+    tag = "board",
+    operation_id = "attach_grape",
+    summary = "Attach one granted grape (child)",
+    security(("bearer" = [])),
+    request_body(content = Option<AttachRequest>, description = "An empty body, `{}` or `{\"key\"}`"),
+    responses(
+        (status = 200, description = "The board after attaching one grape; the attach that fills it completes it (`complete`, its wish `given`)", body = Board),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only the child) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`no_board`: no active board", body = ErrorBody),
+        (status = 409, description = "`nothing_to_attach`: `unattached = 0`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn attach(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -132,22 +229,51 @@ async fn attach(
     Ok(HttpResponse::Ok().json(board))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// How many events, newest first.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryEvent {
+    /// The ledger row id (ascending in commit order).
     seq: i64,
     board_id: i64,
+    #[schema(value_type = super::openapi::HistoryKind)]
     kind: String,
+    /// `created`: the board size; `granted`: grapes granted; `attached`: 1; else 0.
     count: i32,
     by_user_id: i64,
     #[serde(serialize_with = "ts::serialize")]
     at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The `GET /api/board/history` body (built with `json!` in [`history`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct BoardHistory {
+    /// Newest first.
+    events: Vec<HistoryEvent>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/board/history",
+    tag = "board",
+    operation_id = "board_history",
+    summary = "The family's board events, newest first",
+    security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The family's board events, newest first", body = BoardHistory),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `limit` out of 1-500", body = ErrorBody),
+    )
+)]
 async fn history(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -175,6 +301,29 @@ async fn history(
 
 /// `GET /api/board/events`: the live board (API.md "Live board"). Auth and family are checked
 /// before the stream starts, so a bad token is a plain 401.
+#[utoipa::path(
+    get,
+    path = "/api/board/events",
+    tag = "board",
+    operation_id = "board_events",
+    summary = "The live board (Server-Sent Events)",
+    description = "Every member's streams get every change as the full state. A client never sees an older \
+        version after a newer one and may miss intermediate versions when slow (latest state wins); \
+        a reconnect, with or without `Last-Event-ID`, gets the current state at once.",
+    security(("bearer" = []), ("access_token" = [])),
+    params(
+        ("access_token" = Option<String>, Query, description = "The token, for EventSource clients that cannot set `Authorization`"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "Accepted on reconnect; the stream always starts with the current state"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+            description = "Server-Sent Events: `retry: 2000`, then at once and after every change `event: board`, \
+                `id: <version>`, `data: {\"board\": Board|null}` (exactly what `GET /api/board` answers at that \
+                version); a `: ping` comment every 15 s"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+    )
+)]
 async fn events(
     state: web::Data<AppState>,
     StreamAuthUser(member): StreamAuthUser,

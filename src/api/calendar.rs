@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::missions::parse_date;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::store::entities::{family, mission, wish};
 
 /// The longest range one request may cover, counting both ends.
@@ -21,18 +21,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/calendar", web::get().to(calendar));
 }
 
-#[derive(Deserialize)]
+// Optional in the code so that a missing one is a 422; both required on the wire.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Range {
+    /// The first day.
+    #[param(value_type = NaiveDate, required = true)]
     from: Option<String>,
+    /// The last day: on or after `from`, at most 366 days counting both ends.
+    #[param(value_type = NaiveDate, required = true)]
     to: Option<String>,
 }
 
-#[derive(Serialize, Default)]
+/// One day in the server's time zone (`PODO_TIMEZONE`).
+#[derive(Serialize, Default, utoipa::ToSchema)]
 struct Day {
     date: NaiveDate,
+    /// Ids of missions due that day.
     missions_due: Vec<i64>,
+    /// Ids of missions approved that day.
     missions_approved: Vec<i64>,
+    /// Ids of wishes given that day.
     gifts_given: Vec<i64>,
+}
+
+/// The `GET /api/calendar` body (built with `json!` in [`calendar`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct Calendar {
+    /// Only days that have entries, ascending.
+    days: Vec<Day>,
 }
 
 fn day(days: &mut BTreeMap<NaiveDate, Day>, date: NaiveDate) -> &mut Day {
@@ -50,6 +68,21 @@ fn start_of(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
         .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/calendar",
+    tag = "calendar",
+    operation_id = "calendar",
+    summary = "Missions due, missions approved and gifts given, by day",
+    security(("bearer" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Missions due, missions approved and gifts given, by day", body = Calendar),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `from` or `to` missing or not a date, `to` before `from`, or more than 366 days", body = ErrorBody),
+    )
+)]
 async fn calendar(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

@@ -1,13 +1,13 @@
 //! Chat: the WebSocket endpoint and the history.
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::chat::WsSession;
-use crate::chat::frames::{MAX_FRAME_BYTES, ServerFrame};
+use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES, ServerFrame};
 use crate::chat::store::{self, Page};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/ws", web::get().to(websocket))
@@ -36,13 +36,60 @@ async fn websocket(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// The first `limit` messages after this seq (not with `before_seq`).
     after_seq: Option<i64>,
+    /// The newest `limit` messages before this seq, for scrolling back (not with `after_seq`).
     before_seq: Option<i64>,
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<u64>,
 }
 
+/// A history item: exactly the WebSocket `message` frame, `{"type": "message", ...ChatMessage}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // describes the frame in the OpenAPI document only
+struct MessageFrame {
+    #[serde(rename = "type")]
+    #[schema(inline)]
+    kind: MessageType,
+    #[serde(flatten)]
+    message: ChatMessage,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // describes the frame in the OpenAPI document only
+enum MessageType {
+    Message,
+}
+
+/// The `GET /api/chat/messages` body (built with `json!` in [`messages`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct ChatHistory {
+    /// Ascending by seq.
+    messages: Vec<MessageFrame>,
+    /// The family's last committed seq (0 before the first message).
+    last_seq: i64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/chat/messages",
+    tag = "chat",
+    operation_id = "chat_messages",
+    summary = "Chat history",
+    security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the family's chat history; with neither `after_seq` nor `before_seq`, the newest `limit` messages", body = ChatHistory),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `limit` out of 1-200, or both `after_seq` and `before_seq`", body = ErrorBody),
+    )
+)]
 async fn messages(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

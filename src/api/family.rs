@@ -11,8 +11,8 @@ use super::accounts::load_family;
 use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
-use crate::model::{self, Role, ts};
+use crate::error::{ApiError, ErrorBody};
+use crate::model::{self, Family, Role, ts};
 use crate::store::entities::{family, invite, user};
 
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -24,12 +24,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/family/join", web::post().to(join));
 }
 
-#[derive(Deserialize, Default)]
+/// No parameters: an empty body or `{}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct Empty {}
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct InviteResponse {
+    /// 8 characters of `ABCDEFGHJKLMNPQRSTUVWXYZ23456789`, single use.
+    #[schema(
+        pattern = "^[ABCDEFGHJKLMNPQRSTUVWXYZ23456789]{8}$",
+        example = "K7QX2MPA"
+    )]
     code: String,
+    /// 10 minutes after the invite.
     #[serde(serialize_with = "ts::serialize")]
     expires_at: chrono::DateTime<chrono::Utc>,
 }
@@ -45,6 +52,24 @@ fn already_paired() -> ApiError {
     ApiError::conflict("already_paired", "you are already in a family")
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/family/invite",
+    tag = "family",
+    operation_id = "create_invite",
+    summary = "Invite a child (parent): a single-use code valid 10 minutes",
+    security(("bearer" = [])),
+    request_body(content = Option<Empty>, description = "An empty body or `{}`"),
+    responses(
+        (status = 201, description = "A new invite code; it voids the parent's previous one", body = InviteResponse),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role`: only a parent invites", body = ErrorBody),
+        (status = 409, description = "`already_paired`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not JSON", body = ErrorBody),
+    )
+)]
 async fn invite(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -91,8 +116,10 @@ async fn invite(
     Err(ApiError::internal("could not find a free invite code"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct JoinRequest {
+    /// Any case, surrounding blanks ignored.
+    #[schema(example = "K7QX2MPA")]
     code: String,
 }
 
@@ -102,6 +129,28 @@ enum JoinOutcome {
     AlreadyPaired,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/family/join",
+    tag = "family",
+    operation_id = "join_family",
+    summary = "Join a parent's family with an invite code (child)",
+    security(("bearer" = [])),
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "The new family", body = Family),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role`: only a child joins", body = ErrorBody),
+        (status = 404, description = "`invite_not_found`: unknown, used or expired code", body = ErrorBody),
+        (status = 409, description = "`already_paired`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: 10 failed joins in 10 minutes", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+    )
+)]
 async fn join(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

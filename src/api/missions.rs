@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{AuthUser, Member};
 use crate::board::actor::mission_locked;
 use crate::board::{Board, Command};
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{self, Role, ts};
 use crate::push::Notification;
 use crate::store::entities::{family, mission};
@@ -27,19 +27,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/missions/{id}/reject", web::post().to(reject));
 }
 
-#[derive(Serialize, Debug)]
+// `required = true` on the `Option` fields: they are always present, `null` when unset.
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct Mission {
     id: i64,
     title: String,
+    /// Grapes granted when approved.
     reward: i32,
+    #[schema(required = true)]
     due_on: Option<NaiveDate>,
+    #[schema(value_type = super::openapi::MissionStatus)]
     status: String,
+    #[schema(required = true)]
     reject_reason: Option<String>,
     #[serde(serialize_with = "ts::serialize")]
     created_at: DateTime<Utc>,
     #[serde(serialize_with = "ts::option::serialize")]
+    #[schema(required = true)]
     submitted_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "ts::option::serialize")]
+    #[schema(required = true)]
     decided_at: Option<DateTime<Utc>>,
 }
 
@@ -67,13 +74,43 @@ pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiErro
         .map_err(|_| ApiError::invalid_field(field, "a date YYYY-MM-DD"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only missions in this status.
+    #[param(value_type = Option<super::openapi::MissionStatus>)]
     status: Option<String>,
+    /// Only missions due on or after this date.
+    #[param(value_type = Option<NaiveDate>)]
     from: Option<String>,
+    /// Only missions due on or before this date.
+    #[param(value_type = Option<NaiveDate>)]
     to: Option<String>,
 }
 
+/// The `GET /api/missions` body (built with `json!` in [`list`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct MissionList {
+    /// Newest first.
+    missions: Vec<Mission>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/missions",
+    tag = "missions",
+    operation_id = "list_missions",
+    summary = "The family's missions, newest first",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The family's missions, newest first", body = MissionList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a bad `status`, `from` or `to`", body = ErrorBody),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -106,13 +143,20 @@ async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "missions": missions })))
 }
 
-#[derive(Deserialize)]
+/// Creating needs `title`; an update changes the fields it has (`null` clears `due_on`, an
+/// absent field stays as it is).
+#[derive(Deserialize, utoipa::ToSchema)]
 struct MissionFields {
+    /// Required when creating.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 200)]
     title: Option<Option<String>>,
+    /// Grapes, default 1.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, nullable = false, minimum = 1, maximum = 100, default = 1)]
     reward: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<NaiveDate>)]
     due_on: Option<Option<String>>,
 }
 
@@ -168,6 +212,24 @@ async fn partner(state: &AppState, member: &Member) -> Result<i64, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/missions",
+    tag = "missions",
+    operation_id = "create_mission",
+    summary = "Create a mission (parent)",
+    security(("bearer" = [])),
+    request_body = MissionFields,
+    responses(
+        (status = 201, description = "The new mission (`open`); pushed to the child", body = Mission),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -223,6 +285,27 @@ fn in_family(family_id: i64, id: i64, statuses: &[&str]) -> sea_orm::UpdateMany<
         .filter(mission::Column::Status.is_in(statuses.iter().copied()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/missions/{id}",
+    tag = "missions",
+    operation_id = "update_mission",
+    summary = "Edit a mission while open or rejected (parent)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The mission's id")),
+    request_body = MissionFields,
+    responses(
+        (status = 200, description = "The mission after the change", body = Mission),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
+        (status = 409, description = "`mission_locked`: only while `open` or `rejected`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn update(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -249,6 +332,22 @@ async fn update(
     Ok(HttpResponse::Ok().json(Mission::from(row)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/missions/{id}",
+    tag = "missions",
+    operation_id = "delete_mission",
+    summary = "Delete a mission unless approved (parent)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The mission's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
+        (status = 409, description = "`mission_locked`: an approved mission stays", body = ErrorBody),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -277,9 +376,30 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize, Default)]
+/// No parameters: an empty body or `{}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct Empty {}
 
+#[utoipa::path(
+    post,
+    path = "/api/missions/{id}/submit",
+    tag = "missions",
+    operation_id = "submit_mission",
+    summary = "Report a mission done (child)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The mission's id")),
+    request_body(content = Option<Empty>, description = "An empty body or `{}`"),
+    responses(
+        (status = 200, description = "The mission, now `submitted` (its `reject_reason` cleared); pushed to the parent", body = Mission),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only the child) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
+        (status = 409, description = "`mission_locked`: only while `open` or `rejected`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 async fn submit(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -307,12 +427,32 @@ async fn submit(
     Ok(HttpResponse::Ok().json(Mission::from(row)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Approved {
     mission: Mission,
     board: Board,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/missions/{id}/approve",
+    tag = "missions",
+    operation_id = "approve_mission",
+    summary = "Approve a submitted mission and grant its reward (parent)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The mission's id")),
+    request_body(content = Option<Empty>, description = "An empty body or `{}`"),
+    responses(
+        (status = 200, description = "The mission, now `approved`, and the board its reward was granted to in the same transaction; pushed to the child", body = Approved),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
+        (status = 409, description = "`mission_locked` unless `submitted` (a second approve); `no_board` or `board_full` (nothing changes); `conflict` when another server changed the board meanwhile", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 async fn approve(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -340,11 +480,34 @@ async fn approve(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct RejectRequest {
+    /// Trimmed; blank means none.
+    #[schema(max_length = 200)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/missions/{id}/reject",
+    tag = "missions",
+    operation_id = "reject_mission",
+    summary = "Reject a submitted mission (parent)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The mission's id")),
+    request_body(content = Option<RejectRequest>, description = "An empty body, `{}` or `{\"reason\"}`"),
+    responses(
+        (status = 200, description = "The mission, now `rejected`; pushed to the child", body = Mission),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
+        (status = 409, description = "`mission_locked` unless `submitted`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `reason` over 200 characters", body = ErrorBody),
+    )
+)]
 async fn reject(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

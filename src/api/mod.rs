@@ -6,6 +6,7 @@ pub mod chat;
 pub mod extract;
 pub mod family;
 pub mod missions;
+pub mod openapi;
 pub mod ops;
 pub mod push;
 pub mod wishes;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
             .configure(push::routes)
             .configure(missions::routes)
             .configure(calendar::routes)
+            .configure(openapi::routes)
             .default_service(web::to(not_found)),
     )
     .configure(ops::routes)

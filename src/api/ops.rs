@@ -3,12 +3,32 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::error::ErrorBody;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics));
 }
 
+/// The `GET /healthz` body (built with `json!` in [`healthz`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct Health {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    operation_id = "healthz",
+    summary = "Health check",
+    responses(
+        (status = 200, description = "The database answers", body = Health, example = json!({"status": "ok"})),
+        (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
+    )
+)]
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     match state.db.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
@@ -22,6 +42,17 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text: open SSE and WS sessions, families loaded, messages committed, persister batches, pushes sent/failed",
+            content_type = "text/plain; version=0.0.4", body = String),
+    )
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -10,7 +10,7 @@ use super::extract::JsonBody;
 use super::is_http_url;
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model;
 use crate::store::entities::push_subscription;
 
@@ -20,19 +20,46 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/push/subscriptions", web::delete().to(unsubscribe));
 }
 
+/// The `GET /api/push/public-key` body (built with `json!` in [`public_key`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct PublicKey {
+    /// The VAPID P-256 public key (uncompressed point), base64url without padding.
+    public_key: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/push/public-key",
+    tag = "push",
+    operation_id = "push_public_key",
+    summary = "The server's VAPID public key",
+    responses((status = 200, description = "The server's VAPID key (the same after restarts)", body = PublicKey))
+)]
 async fn public_key(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "public_key": state.vapid.public_b64 }))
 }
 
-#[derive(Deserialize)]
+// Optional in the code so that every missing field is reported; all required on the wire.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PushKeys)]
 struct Keys {
+    /// An uncompressed P-256 point (65 bytes), base64url.
+    #[schema(value_type = String)]
     p256dh: Option<String>,
+    /// 16 bytes, base64url.
+    #[schema(value_type = String)]
     auth: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A browser's `PushSubscription.toJSON()`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PushSubscription)]
 struct Subscription {
+    /// The push service URL (absolute http(s)).
+    #[schema(value_type = String, format = "uri")]
     endpoint: Option<String>,
+    #[schema(value_type = Keys)]
     keys: Option<Keys>,
 }
 
@@ -41,6 +68,23 @@ fn decode(value: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')).ok()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/push/subscriptions",
+    tag = "push",
+    operation_id = "subscribe_push",
+    summary = "Subscribe this browser to web push",
+    security(("bearer" = [])),
+    request_body = Subscription,
+    responses(
+        (status = 201, description = "Stored (an upsert by endpoint)"),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields` (`endpoint`, `keys.p256dh`, `keys.auth`)", body = ErrorBody),
+    )
+)]
 async fn subscribe(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -91,11 +135,29 @@ async fn subscribe(
     Ok(HttpResponse::Created().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PushUnsubscribe)]
 struct Unsubscribe {
     endpoint: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/push/subscriptions",
+    tag = "push",
+    operation_id = "unsubscribe_push",
+    summary = "Remove a push subscription",
+    security(("bearer" = [])),
+    request_body = Unsubscribe,
+    responses(
+        (status = 204, description = "The caller's subscription with this endpoint is gone (if there was one)"),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
+    )
+)]
 async fn unsubscribe(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

@@ -8,7 +8,7 @@ use super::extract::{JsonBody, nullable, required_text};
 use super::is_http_url;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Member};
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{self, Role, Wish};
 use crate::push::Notification;
 use crate::store::entities::{family, wish};
@@ -35,6 +35,27 @@ async fn wishlist_owner(state: &AppState, member: &Member) -> Result<i64, ApiErr
     }
 }
 
+/// The `GET /api/wishes` body (built with `json!` in [`list`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document only
+struct WishList {
+    /// Newest first.
+    wishes: Vec<Wish>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/wishes",
+    tag = "wishes",
+    operation_id = "list_wishes",
+    summary = "The child's wishlist, newest first",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The child's wishes (the caller's, or the family child's for a parent)", body = WishList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`not_in_family`: a parent before pairing", body = ErrorBody),
+    )
+)]
 async fn list(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -51,14 +72,22 @@ async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "wishes": wishes })))
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the field is absent.
-#[derive(Deserialize, Default)]
+// `Some(None)` for an explicit `null`, `None` when the field is absent.
+/// Creating needs `name`; an update changes the fields it has (`null` clears `link` or
+/// `image_url`, an absent field stays as it is).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct WishFields {
+    /// Required when creating.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 100)]
     name: Option<Option<String>>,
+    /// An absolute http(s) URL.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = "uri", max_length = 2048)]
     link: Option<Option<String>>,
+    /// An absolute http(s) URL.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, format = "uri", max_length = 2048)]
     image_url: Option<Option<String>>,
 }
 
@@ -94,6 +123,24 @@ fn check(fields: WishFields, creating: bool) -> Result<Checked, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/wishes",
+    tag = "wishes",
+    operation_id = "create_wish",
+    summary = "Add a wish (child)",
+    security(("bearer" = [])),
+    request_body = WishFields,
+    responses(
+        (status = 201, description = "The new wish (`wished`); pushed to the parent", body = Wish),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role`: only the child adds wishes", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -143,6 +190,27 @@ async fn explain_miss(state: &AppState, child_id: i64, id: i64) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/wishes/{id}",
+    tag = "wishes",
+    operation_id = "update_wish",
+    summary = "Edit a wish while it is `wished` (child)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The wish's id")),
+    request_body = WishFields,
+    responses(
+        (status = 200, description = "The wish after the change (an empty `{}` changes nothing)", body = Wish),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role`: only the child edits wishes", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such wish of the caller", body = ErrorBody),
+        (status = 409, description = "`wish_locked`: the wish is no longer `wished`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+    )
+)]
 async fn update(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
@@ -178,6 +246,22 @@ async fn update(
     Ok(HttpResponse::Ok().json(Wish::from(row)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/wishes/{id}",
+    tag = "wishes",
+    operation_id = "delete_wish",
+    summary = "Delete a wish while it is `wished` (child)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The wish's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden_role`: only the child deletes wishes", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such wish of the caller", body = ErrorBody),
+        (status = 409, description = "`wish_locked`: the wish is no longer `wished`", body = ErrorBody),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,

@@ -5,7 +5,8 @@ use serde::Serialize;
 use super::rules::Counts;
 use crate::model::{Wish, ts};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum BoardStatus {
     Active,
     Complete,
@@ -49,7 +50,8 @@ impl BoardRow {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// Always `0 <= attached <= granted <= size` and `unattached = granted - attached`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Board {
     pub id: i64,
     pub wish: Wish,
@@ -57,19 +59,27 @@ pub struct Board {
     pub granted: i32,
     pub attached: i32,
     pub unattached: i32,
+    #[schema(value_type = BoardStatus)]
     pub status: &'static str,
+    /// The family's board version when this state was read (the SSE event id).
     pub version: i64,
     #[serde(serialize_with = "ts::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "ts::option::serialize")]
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// What `GET /api/board` answers and what every SSE event carries: the family's board version and
 /// the board at that version (the active one, else the latest completed one, else none).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "`GET /api/board` and the `data` of every SSE `board` event: the active board, \
+    else the latest completed one, else null."
+)]
 pub struct Snapshot {
     #[serde(skip)]
     pub version: i64,
+    #[schema(required = true)]
     pub board: Option<Board>,
 }

@@ -21,7 +21,7 @@ pub enum ClientFrame {
 }
 
 /// A stored chat message as clients see it (the `message` frame without its `type`).
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ChatMessage {
     pub seq: i64,
     pub sender_id: i64,

@@ -5,6 +5,7 @@ mod chat;
 mod errors;
 mod helpers;
 mod missions;
+mod openapi;
 mod pairing;
 mod push;
 mod sse;
