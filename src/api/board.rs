@@ -251,9 +251,8 @@ struct HistoryEvent {
     at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The `GET /api/board/history` body (built with `json!` in [`history`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /api/board/history` body.
+#[derive(Serialize, utoipa::ToSchema)]
 struct BoardHistory {
     /// Newest first.
     events: Vec<HistoryEvent>,
@@ -296,7 +295,7 @@ async fn history(
             at: e.at,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+    Ok(HttpResponse::Ok().json(BoardHistory { events }))
 }
 
 /// `GET /api/board/events`: the live board (API.md "Live board"). Auth and family are checked

@@ -45,12 +45,15 @@ struct Day {
     gifts_given: Vec<i64>,
 }
 
-/// The `GET /api/calendar` body (built with `json!` in [`calendar`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /api/calendar` body.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Calendar {
     /// Only days that have entries, ascending.
     days: Vec<Day>,
+    /// The IANA time zone the days are counted in (`PODO_TIMEZONE`), so that a client anywhere
+    /// knows which day is "today" for the family.
+    #[schema(example = "Asia/Seoul")]
+    time_zone: String,
 }
 
 fn day(days: &mut BTreeMap<NaiveDate, Day>, date: NaiveDate) -> &mut Day {
@@ -144,7 +147,10 @@ async fn calendar(
             d
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "days": days })))
+    Ok(HttpResponse::Ok().json(Calendar {
+        days,
+        time_zone: tz.name().to_owned(),
+    }))
 }
 
 #[cfg(test)]

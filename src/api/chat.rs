@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::chat::WsSession;
-use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES, ServerFrame};
+use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
 use crate::chat::store::{self, Page};
 use crate::error::{ApiError, ErrorBody};
 
@@ -49,7 +49,6 @@ struct HistoryQuery {
 
 /// A history item: exactly the WebSocket `message` frame, `{"type": "message", ...ChatMessage}`.
 #[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // describes the frame in the OpenAPI document only
 struct MessageFrame {
     #[serde(rename = "type")]
     #[schema(inline)]
@@ -60,14 +59,12 @@ struct MessageFrame {
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // describes the frame in the OpenAPI document only
 enum MessageType {
     Message,
 }
 
-/// The `GET /api/chat/messages` body (built with `json!` in [`messages`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /api/chat/messages` body.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ChatHistory {
     /// Ascending by seq.
     messages: Vec<MessageFrame>,
@@ -114,10 +111,12 @@ async fn messages(
     // Each item is exactly the `message` frame a live client gets.
     let messages = store::page(&state.db, family_id, page, limit)
         .await?
-        .iter()
-        .map(|m| serde_json::to_value(ServerFrame::Message(m)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+        .into_iter()
+        .map(|message| MessageFrame {
+            kind: MessageType::Message,
+            message,
+        })
+        .collect();
     let last_seq = store::last_seq(&state.db, family_id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "messages": messages, "last_seq": last_seq })))
+    Ok(HttpResponse::Ok().json(ChatHistory { messages, last_seq }))
 }

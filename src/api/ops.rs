@@ -1,21 +1,20 @@
 //! Operations endpoints: health and metrics.
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::ErrorBody;
+use crate::error::{ApiError, ErrorBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics));
 }
 
-/// The `GET /healthz` body (built with `json!` in [`healthz`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /healthz` body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct Health {
     #[schema(example = "ok")]
-    status: String,
+    status: &'static str,
 }
 
 #[utoipa::path(
@@ -29,15 +28,16 @@ struct Health {
         (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
     )
 )]
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Ok(()) => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
         Err(err) => {
             log::warn!("health check failed: {err}");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "error": "unavailable",
-                "message": "the database does not answer",
-            }))
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database does not answer",
+            ))
         }
     }
 }

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::extract::JsonBody;
 use super::is_http_url;
@@ -20,9 +20,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/push/subscriptions", web::delete().to(unsubscribe));
 }
 
-/// The `GET /api/push/public-key` body (built with `json!` in [`public_key`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /api/push/public-key` body.
+#[derive(Serialize, utoipa::ToSchema)]
 struct PublicKey {
     /// The VAPID P-256 public key (uncompressed point), base64url without padding.
     public_key: String,
@@ -37,7 +36,9 @@ struct PublicKey {
     responses((status = 200, description = "The server's VAPID key (the same after restarts)", body = PublicKey))
 )]
 async fn public_key(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "public_key": state.vapid.public_b64 }))
+    HttpResponse::Ok().json(PublicKey {
+        public_key: state.vapid.public_b64.clone(),
+    })
 }
 
 // Optional in the code so that every missing field is reported; all required on the wire.

@@ -2,7 +2,7 @@
 use actix_web::{HttpResponse, web};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{JsonBody, nullable, required_text};
 use super::is_http_url;
@@ -35,9 +35,8 @@ async fn wishlist_owner(state: &AppState, member: &Member) -> Result<i64, ApiErr
     }
 }
 
-/// The `GET /api/wishes` body (built with `json!` in [`list`]).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the body in the OpenAPI document only
+/// The `GET /api/wishes` body.
+#[derive(Serialize, utoipa::ToSchema)]
 struct WishList {
     /// Newest first.
     wishes: Vec<Wish>,
@@ -69,7 +68,7 @@ async fn list(
         .into_iter()
         .map(Wish::from)
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "wishes": wishes })))
+    Ok(HttpResponse::Ok().json(WishList { wishes }))
 }
 
 // `Some(None)` for an explicit `null`, `None` when the field is absent.

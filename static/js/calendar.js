@@ -1,6 +1,6 @@
 // Calendar: a month of due and approved missions and given gifts (GET /api/calendar).
 import { get } from './api.js';
-import { familyToday, formatDay, h, showError, ymd } from './dom.js';
+import { familyToday, formatDay, h, setFamilyTimeZone, showError, ymd } from './dom.js';
 
 export function render(view) {
   // Days are the server's (the family's time zone), not this device's: start on the family's today.
@@ -63,6 +63,7 @@ export function render(view) {
         get('/wishes').catch(() => ({ wishes: [] })),
       ]);
       if (!current()) return;
+      setFamilyTimeZone(calendar.time_zone);
       days = new Map(calendar.days.map((d) => [d.date, d]));
       missions = new Map(missionList.missions.map((m) => [m.id, m]));
       wishes = new Map(wishList.wishes.map((w) => [w.id, w]));

@@ -74,16 +74,20 @@ export function ymd(date) {
 
 /**
  * The family calendar's time zone. The server buckets calendar days (`GET /api/calendar`) in
- * `PODO_TIMEZONE`, default `Asia/Seoul` (API.md), and does not tell clients which zone that is;
- * "today" on the calendar must be the same day the server files today's approvals under, whatever
- * zone this device is set to.
+ * `PODO_TIMEZONE` and names it in every calendar answer (`time_zone`); until the first answer we
+ * assume the default, `Asia/Seoul`. "Today" on the calendar must be the day the server files
+ * today's approvals under, whatever zone this device is set to.
  */
-export const FAMILY_TIME_ZONE = 'Asia/Seoul';
+let familyTimeZone = 'Asia/Seoul';
+
+export function setFamilyTimeZone(zone) {
+  if (zone) familyTimeZone = zone;
+}
 
 /** Today as `YYYY-MM-DD` in the family's time zone (the device's own if the zone is unknown). */
 export function familyToday() {
   try {
-    const parts = new Intl.DateTimeFormat('en-CA', { timeZone: FAMILY_TIME_ZONE, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(new Date());
+    const parts = new Intl.DateTimeFormat('en-CA', { timeZone: familyTimeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(new Date());
     const part = (type) => parts.find((p) => p.type === type).value;
     return `${part('year')}-${part('month')}-${part('day')}`;
   } catch {

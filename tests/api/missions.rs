@@ -456,6 +456,10 @@ async fn missions_filter_by_due_date_and_the_calendar_buckets_in_seoul_time() {
         .await;
     assert_eq!(status, StatusCode::OK, "{calendar}");
     assert_eq!(
+        calendar["time_zone"], "Asia/Seoul",
+        "clients learn which day is today"
+    );
+    assert_eq!(
         calendar["days"],
         json!([
             {"date": "2026-12-01", "missions_due": [due["id"]], "missions_approved": [], "gifts_given": []},
