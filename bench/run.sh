@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks podo on this machine with podo-load and writes bench/results.md.
+# Benchmarks podo on this machine with podo-load and writes bench/results.md (SQLite) or
+# bench/results-postgres.md (--postgres).
 #
 #   bench/run.sh              # SQLite (a fresh database in a temp dir)
 #   bench/run.sh --postgres   # a fresh PostgreSQL database on postgres://postgres@127.0.0.1:5432,
@@ -15,6 +16,8 @@ cd "$(dirname "$0")/.."
 
 POSTGRES=0
 [[ "${1:-}" == "--postgres" ]] && POSTGRES=1
+OUT=bench/results.md
+[[ $POSTGRES == 1 ]] && OUT=bench/results-postgres.md
 PG_ADMIN=${PODO_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${PODO_BENCH_PORT:-18080}
 SERVER="http://127.0.0.1:$PORT"
@@ -178,5 +181,5 @@ round() { [[ -z "$1" ]] && echo "n/a" || printf '%.*f' "${2:-1}" "$1"; }
         echo '```'
         echo "</details>"
     done
-} >bench/results.md
-echo "wrote bench/results.md" >&2
+} >"$OUT"
+echo "wrote $OUT" >&2
