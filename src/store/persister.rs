@@ -311,6 +311,14 @@ async fn commit(
 ) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
     let backend = db.backend();
     let sql = BatchSql::new(backend);
+    if changes.is_empty() {
+        let rows = message_rows(groups);
+        if rows.len() <= SINGLE_STATEMENT_ROWS {
+            return commit_messages_alone(db, sql, rows)
+                .await
+                .map(|()| Vec::new());
+        }
+    }
     let txn = db.write.begin().await?;
     let mut results: Vec<Result<Committed, PersistError>> = changes
         .iter()
@@ -538,7 +546,24 @@ async fn commit(
     .await?;
 
     // 5. Chat messages: all rows or a conflict.
-    let rows: Vec<Vec<Value>> = groups
+    let rows = message_rows(groups);
+    let inserted = exec_chunked(&txn, backend, &rows, |n| {
+        format!("{} ON CONFLICT DO NOTHING", insert_messages(sql, n))
+    })
+    .await?;
+    if inserted != rows.len() as u64 {
+        return Err(BatchFailure::Conflict);
+    }
+
+    txn.commit().await?;
+    Ok(results)
+}
+
+/// Chat-only batches up to this many rows are written by one statement without a transaction.
+const SINGLE_STATEMENT_ROWS: usize = 128;
+
+fn message_rows(groups: &[CommitMessages]) -> Vec<Vec<Value>> {
+    groups
         .iter()
         .flat_map(|g| {
             g.rows.iter().map(move |m| {
@@ -552,24 +577,48 @@ async fn commit(
                 ]
             })
         })
-        .collect();
-    let inserted = exec_chunked(&txn, backend, &rows, |n| {
-        format!(
-            "INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) \
-             VALUES {} ON CONFLICT DO NOTHING",
-            sql.values_rows(
-                n,
-                &["bigint", "bigint", "bigint", "text", "text", "timestamptz"]
-            )
-        )
-    })
-    .await?;
-    if inserted != rows.len() as u64 {
-        return Err(BatchFailure::Conflict);
-    }
+        .collect()
+}
 
-    txn.commit().await?;
-    Ok(results)
+fn insert_messages(sql: BatchSql, n: usize) -> String {
+    format!(
+        "INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) VALUES {}",
+        sql.values_rows(
+            n,
+            &["bigint", "bigint", "bigint", "text", "text", "timestamptz"]
+        )
+    )
+}
+
+/// A batch of chat messages alone: one multi-row INSERT is atomic by itself, so it needs no
+/// BEGIN/COMMIT round trips to the database (on SQLite each is a hop to sqlx's worker thread). A
+/// seq or client id already stored fails the statement as a whole: nothing is written, and the
+/// rooms reload as after any conflict.
+async fn commit_messages_alone(
+    db: &Db,
+    sql: BatchSql,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), BatchFailure> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let statement = Statement::from_sql_and_values(
+        db.backend(),
+        insert_messages(sql, rows.len()),
+        rows.into_iter().flatten(),
+    );
+    match db.write.execute_raw(statement).await {
+        Ok(_) => Ok(()),
+        Err(err)
+            if matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            Err(BatchFailure::Conflict)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn exec(

@@ -522,3 +522,23 @@ async fn a_client_that_never_resumes_still_gets_live_messages() {
     parent.send_message("p2", "again").await;
     assert_eq!(child.expect("message", WAIT).await["seq"], 2);
 }
+
+#[actix_web::test]
+async fn two_servers_on_one_database_keep_seqs_gapless() {
+    let app_a = spawn_app().await;
+    let fam = app_a.family("chat_two_nodes").await;
+    let app_b = crate::helpers::spawn_app_with(|c| *c = app_a.config.clone()).await;
+    let (mut on_a, _) = app_a.ws(&fam.parent.token).await;
+    let (mut on_b, _) = app_b.ws(&fam.child.token).await;
+    // Each server's room believes it knows the last seq; every other message proves it wrong.
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let ws = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        ws.send_message(&format!("n{i}"), &format!("from node {}", i % 2))
+            .await;
+        acked.push(ws.expect("ack", WAIT).await["seq"].as_i64().unwrap());
+    }
+    assert_eq!(acked, (1..=10).collect::<Vec<_>>());
+    let body = history(&app_a, &fam.parent.token, "?limit=50").await;
+    assert_eq!(seqs(&body), (1..=10).collect::<Vec<_>>());
+}
