@@ -509,10 +509,7 @@ pub fn run(args: BoardArgs) -> Result<Option<Report>, String> {
         "changes/s",
     );
     add_server_figures(&mut report, &before, &after, elapsed, stats.changes);
-    if let (Some(a), Some(b)) = (proc_after, proc_before) {
-        report.figure("server CPU", a.cores_since(&b), "cores");
-        report.figure("server RSS", a.rss_kib as f64 / 1024.0, "MiB");
-    }
+    add_process_figures(&mut report, proc_before, proc_after);
     report.figure("sse streams", stats.streams as f64, "");
     report.figure("errors", stats.errors as f64, "");
     report.figure("families behind schedule", stats.late as f64, "");
@@ -522,6 +519,18 @@ pub fn run(args: BoardArgs) -> Result<Option<Report>, String> {
     report.check("version regressions", stats.regressions);
     report.check("unexpected versions", stats.mismatched);
     Ok(Some(report))
+}
+
+/// The server process's CPU (cores used over the window) and RSS at its end, when its pid is known.
+pub fn add_process_figures(
+    report: &mut Report,
+    before: Option<probe::ProcSample>,
+    after: Option<probe::ProcSample>,
+) {
+    if let (Some(a), Some(b)) = (after, before) {
+        report.figure("server CPU", a.cores_since(&b), "cores");
+        report.figure("server RSS", a.rss_kib as f64 / 1024.0, "MiB");
+    }
 }
 
 /// Persister batches, commit time and statements per change over the window.

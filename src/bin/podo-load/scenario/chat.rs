@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
-use super::board::add_server_figures;
+use super::board::{add_process_figures, add_server_figures};
 use super::{CONNECT_CONCURRENCY, Common, Counters, Pacer, Phases, Worker, per_family_interval};
 use crate::client::{SseStream, Target, open_ws};
 use crate::probe::{self, Metrics};
@@ -283,10 +283,7 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
     );
     report.figure("deliveries", stats.delivered as f64, "");
     add_server_figures(&mut report, &before, &after, elapsed, stats.acked);
-    if let (Some(a), Some(b)) = (proc_after, proc_before) {
-        report.figure("server CPU", a.cores_since(&b), "cores");
-        report.figure("server RSS", a.rss_kib as f64 / 1024.0, "MiB");
-    }
+    add_process_figures(&mut report, proc_before, proc_after);
     report.figure("sends skipped (session down)", stats.skipped as f64, "");
     report.figure("families behind schedule", stats.late as f64, "");
     report.figure("reconnects", stats.reconnects as f64, "");
