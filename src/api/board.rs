@@ -8,8 +8,8 @@ use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
-use crate::board::sse::{self, SseSession};
-use crate::board::{Board, Command, GetBoard, Snapshot, Subscribe, Unsubscribe};
+use crate::board::sse::SseSession;
+use crate::board::{Board, Command, GetBoard, Snapshot, Subscribe};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{Role, ts};
 
@@ -327,28 +327,14 @@ async fn events(
     state: web::Data<AppState>,
     StreamAuthUser(member): StreamAuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    use actix::Actor;
     let family_id = member.family()?;
-    let (latest, receiver) = tokio::sync::watch::channel(None);
-    let id = sse::next_session_id();
-    let actors = state.boards.actors().clone();
-    let session = SseSession::new(
-        latest,
-        state.metrics.clone(),
-        Box::new(move || {
-            if let Some(board) = actors.get(&family_id) {
-                board.do_send(Unsubscribe { id });
-            }
-        }),
-    )
-    .start();
-    state
-        .boards
-        .send(family_id, Subscribe { id, session })
-        .await?;
+    // The body exists before the FamilyBoard knows the session: if subscribing fails, dropping
+    // the body ends the session.
+    let (session, body) = SseSession::start(state.metrics.clone(), state.config.timing.sse_ping());
+    state.boards.send(family_id, Subscribe { session }).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(sse::event_stream(receiver, state.config.timing.sse_ping())))
+        .streaming(body))
 }

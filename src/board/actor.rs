@@ -72,21 +72,15 @@ impl Command {
     }
 }
 
-/// Registers an SSE session; it gets the current state at once and every change after it.
+/// Registers an SSE session; it gets the current state at once and every change after it. A
+/// session that stopped is forgotten at the next broadcast or idle check.
 #[derive(Clone)]
 pub struct Subscribe {
-    pub id: u64,
     pub session: Addr<SseSession>,
 }
 
 impl Message for Subscribe {
     type Result = Result<(), ApiError>;
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unsubscribe {
-    pub id: u64,
 }
 
 /// Ends every SSE session of the family (server shutdown).
@@ -106,7 +100,9 @@ pub struct FamilyBoard {
     family_id: i64,
     deps: BoardDeps,
     state: Option<Loaded>,
-    sessions: HashMap<u64, Addr<SseSession>>,
+    sessions: Vec<Addr<SseSession>>,
+    /// The current state encoded for the sessions, while there are any.
+    event: Option<BoardEvent>,
     recent_keys: HashMap<(i64, String), Board>,
     key_order: VecDeque<(i64, String)>,
     last_active: Instant,
@@ -118,7 +114,8 @@ impl FamilyBoard {
             family_id,
             deps,
             state: None,
-            sessions: HashMap::new(),
+            sessions: Vec::new(),
+            event: None,
             recent_keys: HashMap::new(),
             key_order: VecDeque::new(),
             last_active: Instant::now(),
@@ -132,19 +129,40 @@ impl FamilyBoard {
         })
     }
 
-    /// Sends the current state to every SSE session, encoded once for all of them.
+    /// The current state as an SSE event, encoded once per version for all sessions.
+    fn current_event(&mut self) -> Option<BoardEvent> {
+        let version = self.state.as_ref()?.version;
+        match &self.event {
+            Some(event) if event.version == version => Some(event.clone()),
+            _ => {
+                let event = BoardEvent::encode(&self.snapshot()?);
+                self.event = Some(event.clone());
+                Some(event)
+            }
+        }
+    }
+
+    /// Forgets sessions that ended, and the encoded event once there are none.
+    fn prune_sessions(&mut self) {
+        self.sessions.retain(|session| session.connected());
+        if self.sessions.is_empty() {
+            self.sessions = Vec::new();
+            self.event = None;
+        }
+    }
+
+    /// Sends the current state to every SSE session.
     fn broadcast(&mut self) {
+        self.prune_sessions();
         if self.sessions.is_empty() {
             return;
         }
-        let Some(snapshot) = self.snapshot() else {
+        let Some(event) = self.current_event() else {
             return;
         };
-        let event = BoardEvent::encode(&snapshot);
-        self.sessions.retain(|_, session| {
+        for session in &self.sessions {
             session.do_send(event.clone());
-            session.connected()
-        });
+        }
     }
 
     fn remember_key(&mut self, key: (i64, String), board: Board) {
@@ -162,7 +180,7 @@ impl FamilyBoard {
     /// families. Queued messages of a stopped actor fail with `Closed` and the registry retries
     /// them on a fresh actor, which loads the committed state.
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        self.sessions.retain(|_, session| session.connected());
+        self.prune_sessions();
         if self.sessions.is_empty() && self.last_active.elapsed() >= self.deps.timing.family_idle()
         {
             crate::registry::deregister(&self.deps.actors, self.family_id, &ctx.address());
@@ -216,11 +234,7 @@ impl Handler<GetBoard> for FamilyBoard {
 impl Handler<Subscribe> for FamilyBoard {
     type Result = AtomicResponse<Self, Result<(), ApiError>>;
 
-    fn handle(
-        &mut self,
-        Subscribe { id, session }: Subscribe,
-        _: &mut Context<Self>,
-    ) -> Self::Result {
+    fn handle(&mut self, Subscribe { session }: Subscribe, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         let load = match self.state {
             Some(_) => None,
@@ -238,23 +252,16 @@ impl Handler<Subscribe> for FamilyBoard {
                 if let Some(loaded) = loaded? {
                     act.state = Some(loaded);
                 }
-                let snapshot = act
-                    .snapshot()
+                // Pruned first: pruning the last session drops the cached event.
+                act.prune_sessions();
+                let event = act
+                    .current_event()
                     .ok_or_else(|| ApiError::internal("state vanished"))?;
-                session.do_send(BoardEvent::encode(&snapshot));
-                act.sessions.insert(id, session);
+                session.do_send(event);
+                act.sessions.push(session);
                 Ok(())
             }),
         ))
-    }
-}
-
-impl Handler<Unsubscribe> for FamilyBoard {
-    type Result = ();
-
-    fn handle(&mut self, Unsubscribe { id }: Unsubscribe, _: &mut Context<Self>) {
-        self.sessions.remove(&id);
-        self.last_active = Instant::now();
     }
 }
 
@@ -262,9 +269,10 @@ impl Handler<CloseSessions> for FamilyBoard {
     type Result = ();
 
     fn handle(&mut self, _: CloseSessions, _: &mut Context<Self>) {
-        for (_, session) in self.sessions.drain() {
+        for session in self.sessions.drain(..) {
             session.do_send(CloseSession);
         }
+        self.event = None;
     }
 }
 

@@ -6,7 +6,7 @@ pub mod sse;
 pub mod store;
 pub mod view;
 
-pub use actor::{BoardDeps, CloseSessions, Command, FamilyBoard, GetBoard, Subscribe, Unsubscribe};
+pub use actor::{BoardDeps, CloseSessions, Command, FamilyBoard, GetBoard, Subscribe};
 
 /// Family id → FamilyBoard.
 pub type BoardRegistry = crate::registry::Registry<FamilyBoard>;

@@ -1,17 +1,21 @@
 //! Live board over Server-Sent Events: one SseSession actor per connection.
 //!
 //! The FamilyBoard sends every committed state to its sessions as one shared, pre-encoded event.
-//! A session keeps only the latest event in a `watch` cell that the HTTP body reads, so a slow or
-//! stalled reader costs one buffered event and never slows the FamilyBoard or other readers: it
-//! skips intermediate versions and always ends on the current state.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! A session keeps only the newest event not yet written, in a [`SessionSlot`] that the HTTP body
+//! reads, so a slow or stalled reader costs one buffered event and never slows the FamilyBoard or
+//! other readers: it skips intermediate versions and always ends on the current state.
+//!
+//! Memory per idle stream is a goal (issue #5: ≤ 8 KiB with 10,000 streams), so a session holds
+//! no more than it needs: the slot is a small mutex rather than a channel, and the body tells the
+//! actor it went away by a message from its destructor rather than a future waiting on a channel.
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::watch;
 
 use super::view::Snapshot;
 use crate::metrics::Metrics;
@@ -33,74 +37,142 @@ impl Message for BoardEvent {
 
 impl BoardEvent {
     pub fn encode(snapshot: &Snapshot) -> BoardEvent {
-        let data = serde_json::to_string(snapshot).unwrap_or_else(|err| {
+        use std::io::Write;
+        let mut buf = Vec::with_capacity(512);
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "event: board\nid: {}\ndata: ", snapshot.version);
+        let start = buf.len();
+        if let Err(err) = serde_json::to_writer(&mut buf, snapshot) {
             log::error!("board snapshot did not serialize: {err}");
-            r#"{"board":null}"#.to_owned()
-        });
+            buf.truncate(start);
+            buf.extend_from_slice(br#"{"board":null}"#);
+        }
+        buf.extend_from_slice(b"\n\n");
+        // Held by the FamilyBoard and by every stream that has not written it yet: no spare
+        // capacity (and an exact Vec becomes Bytes without another allocation).
+        buf.shrink_to_fit();
         BoardEvent {
             version: snapshot.version,
-            bytes: Bytes::from(format!(
-                "event: board\nid: {}\ndata: {data}\n\n",
-                snapshot.version
-            )),
+            bytes: Bytes::from(buf),
         }
     }
 }
 
-/// Ends a session (server shutdown).
+/// Ends a session: server shutdown, or the HTTP body went away.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseSession;
 
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-pub fn next_session_id() -> u64 {
-    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+/// What a session has for its HTTP body: the newest event not yet written.
+#[derive(Default)]
+pub struct SessionSlot {
+    state: Mutex<SlotState>,
 }
 
-/// Called when a session ends, to unregister it from its FamilyBoard.
-pub type OnClose = Box<dyn FnOnce() + Send>;
+#[derive(Default)]
+struct SlotState {
+    pending: Option<Bytes>,
+    /// The version of the newest event offered.
+    version: Option<i64>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl SessionSlot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // Nothing panics while the lock is held; a poisoned slot is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `event` the next thing the stream writes, replacing an unwritten older one. Versions
+    /// only move forward, even if events were to arrive out of order.
+    fn offer(&self, event: BoardEvent) {
+        let mut state = self.lock();
+        if state.version.is_some_and(|v| v >= event.version) {
+            return;
+        }
+        state.version = Some(event.version);
+        state.pending = Some(event.bytes);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ends the stream once it has written what is pending.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The next event to write; `Ready(None)` once the session is closed.
+    fn poll_next_event(&self, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>> {
+        let mut state = self.lock();
+        if let Some(bytes) = state.pending.take() {
+            return Poll::Ready(Some(bytes));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
 
 pub struct SseSession {
-    latest: watch::Sender<Option<BoardEvent>>,
+    slot: Arc<SessionSlot>,
     metrics: Arc<Metrics>,
-    on_close: Option<OnClose>,
 }
 
 impl SseSession {
-    pub fn new(
-        latest: watch::Sender<Option<BoardEvent>>,
+    /// Starts a session and returns it with the body of its HTTP response, which ends the session
+    /// when it is dropped (the client went away).
+    pub fn start(
         metrics: Arc<Metrics>,
-        on_close: OnClose,
-    ) -> Self {
-        SseSession {
-            latest,
+        ping: Duration,
+    ) -> (
+        Addr<SseSession>,
+        impl Stream<Item = Result<Bytes, std::convert::Infallible>>,
+    ) {
+        let slot = Arc::new(SessionSlot::default());
+        let session = SseSession {
+            slot: slot.clone(),
             metrics,
-            on_close: Some(on_close),
         }
+        .start();
+        let body = event_stream(
+            BodyEnd {
+                slot,
+                session: session.clone(),
+            },
+            ping,
+        );
+        (session, body)
     }
 }
 
 impl Actor for SseSession {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn started(&mut self, _: &mut Context<Self>) {
         self.metrics.sse_sessions.fetch_add(1, Ordering::Relaxed);
-        // The HTTP body owns the receiver: when the client goes away, the body is dropped and
-        // this session ends.
-        let latest = self.latest.clone();
-        ctx.spawn(
-            async move { latest.closed().await }
-                .into_actor(self)
-                .map(|(), _, ctx| ctx.stop()),
-        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.metrics.sse_sessions.fetch_sub(1, Ordering::Relaxed);
-        if let Some(on_close) = self.on_close.take() {
-            on_close();
-        }
+        self.slot.close();
     }
 }
 
@@ -108,14 +180,7 @@ impl Handler<BoardEvent> for SseSession {
     type Result = ();
 
     fn handle(&mut self, event: BoardEvent, _: &mut Context<Self>) {
-        // Versions only move forward, even if events were to arrive out of order.
-        self.latest.send_if_modified(|latest| match latest {
-            Some(current) if current.version >= event.version => false,
-            _ => {
-                *latest = Some(event);
-                true
-            }
-        });
+        self.slot.offer(event);
     }
 }
 
@@ -127,26 +192,33 @@ impl Handler<CloseSession> for SseSession {
     }
 }
 
-/// The response body: the retry preamble, then the latest event whenever it changes, and a ping
-/// comment after every `ping` of silence. Ends when the session ends.
-pub fn event_stream(
-    latest: watch::Receiver<Option<BoardEvent>>,
+/// The body's end of a session: stops the session when the body is dropped.
+struct BodyEnd {
+    slot: Arc<SessionSlot>,
+    session: Addr<SseSession>,
+}
+
+impl Drop for BodyEnd {
+    fn drop(&mut self) {
+        self.session.do_send(CloseSession);
+    }
+}
+
+/// The response body: the retry preamble, then the newest event whenever there is one, and a
+/// ping comment after every `ping` of silence. Ends when the session ends.
+fn event_stream(
+    end: BodyEnd,
     ping: Duration,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let preamble =
         futures_util::stream::once(async { Ok(Bytes::from_static(RETRY_PREAMBLE.as_bytes())) });
-    let pending = latest.borrow().is_some();
-    let events =
-        futures_util::stream::unfold((latest, pending), move |(mut rx, pending)| async move {
-            if !pending {
-                match tokio::time::timeout(ping, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some((Ok(Bytes::from_static(PING.as_bytes())), (rx, false))),
-                }
-            }
-            let event = rx.borrow_and_update().as_ref().map(|e| e.bytes.clone());
-            Some((Ok(event.unwrap_or_default()), (rx, false)))
-        });
+    let events = futures_util::stream::unfold(end, move |end| async move {
+        let next = std::future::poll_fn(|cx| end.slot.poll_next_event(cx));
+        match tokio::time::timeout(ping, next).await {
+            Ok(Some(bytes)) => Some((Ok(bytes), end)),
+            Ok(None) => None,
+            Err(_) => Some((Ok(Bytes::from_static(PING.as_bytes())), end)),
+        }
+    });
     futures_util::StreamExt::chain(preamble, events)
 }
