@@ -2,12 +2,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_schema;
+mod m20261125_000001_idem_index_partial;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_schema::Migration)]
+        vec![
+            Box::new(m20261124_000001_schema::Migration),
+            Box::new(m20261125_000001_idem_index_partial::Migration),
+        ]
     }
 }
