@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::{Push, PushDispatcher, VapidKeys};
 use crate::store::Db;
+use crate::store::checkpoint::Checkpointer;
 use crate::store::persister::Persister;
 
 /// Shared by every handler.
@@ -102,6 +103,9 @@ impl Application {
             }
         };
         let persister = Persister::new(db.clone(), metrics.clone()).start();
+        if let Some(conn) = db.checkpoint.clone() {
+            Checkpointer::new(conn, persister.clone(), metrics.clone()).start();
+        }
         let vapid = VapidKeys::load_or_create(&db).await?;
         let push = Push::new(
             PushDispatcher::new(

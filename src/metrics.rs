@@ -24,6 +24,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Persister batches so far, committed or not.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Relaxed)
+    }
+
     pub fn record_batch(&self, size: usize, took: Duration, ok: bool) {
         self.batches.fetch_add(1, Relaxed);
         if !ok {

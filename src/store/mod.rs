@@ -1,4 +1,5 @@
 //! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
+pub mod checkpoint;
 pub mod entities;
 pub mod persister;
 mod sql;
@@ -18,21 +19,28 @@ use entities::setting;
 
 /// The database: a writer and readers. On SQLite the writer is one connection (SQLite has one
 /// writer anyway, and a single in-process writer never meets `SQLITE_BUSY` on lock upgrade) and
-/// readers run beside it under WAL; on PostgreSQL both are the same pool.
+/// readers run beside it under WAL; on PostgreSQL both are the same pool. SQLite also gets a
+/// connection of its own for WAL checkpoints, which the writer leaves to it (see `checkpoint`).
 #[derive(Clone)]
 pub struct Db {
     pub write: DatabaseConnection,
     pub read: DatabaseConnection,
+    pub checkpoint: Option<DatabaseConnection>,
 }
 
 impl Db {
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
             ensure_sqlite_dir(url);
-            let write = Database::connect(sqlite_options(url, 1)).await?;
+            let write = Database::connect(sqlite_options(url, 1, false)).await?;
             // Readers connect after the writer created the file and switched it to WAL.
-            let read = Database::connect(sqlite_options(url, 4)).await?;
-            Ok(Db { write, read })
+            let read = Database::connect(sqlite_options(url, 4, true)).await?;
+            let checkpoint = Database::connect(sqlite_options(url, 1, true)).await?;
+            Ok(Db {
+                write,
+                read,
+                checkpoint: Some(checkpoint),
+            })
         } else {
             let mut options = ConnectOptions::new(url.to_owned());
             options
@@ -44,6 +52,7 @@ impl Db {
             Ok(Db {
                 write: pool.clone(),
                 read: pool,
+                checkpoint: None,
             })
         }
     }
@@ -109,7 +118,8 @@ impl Db {
     }
 }
 
-fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
+/// `autocheckpoint: false` turns SQLite's automatic WAL checkpoint off on these connections.
+fn sqlite_options(url: &str, connections: u32, autocheckpoint: bool) -> ConnectOptions {
     let mut url = url.to_owned();
     if !url.contains("mode=") {
         url.push_str(if url.contains('?') {
@@ -124,11 +134,17 @@ fn sqlite_options(url: &str, connections: u32) -> ConnectOptions {
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
+        .map_sqlx_sqlite_opts(move |opts| {
+            let opts = opts
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
+                .foreign_keys(true);
+            if autocheckpoint {
+                opts
+            } else {
+                opts.pragma("wal_autocheckpoint", "0")
+            }
         });
     options
 }

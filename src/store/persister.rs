@@ -151,7 +151,14 @@ pub struct Persister {
     metrics: Arc<Metrics>,
     queue: Vec<Write>,
     committing: bool,
+    /// A WAL checkpoint to run before the next batch (SQLite; see `store::checkpoint`).
+    checkpoint: bool,
 }
+
+/// Asks the Persister to run a passive WAL checkpoint on the writer connection between batches.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FinishCheckpoint;
 
 impl Persister {
     pub fn new(db: Db, metrics: Arc<Metrics>) -> Self {
@@ -160,12 +167,34 @@ impl Persister {
             metrics,
             queue: Vec::new(),
             committing: false,
+            checkpoint: false,
         }
     }
 
-    /// Starts the next transaction if none is running and something is queued.
+    /// Starts the next transaction if none is running and something is queued; a requested
+    /// checkpoint goes first.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.queue.is_empty() {
+        if self.committing {
+            return;
+        }
+        if self.checkpoint {
+            self.checkpoint = false;
+            self.committing = true;
+            let db = self.db.clone();
+            ctx.spawn(
+                async move { super::checkpoint::passive_checkpoint(&db.write).await }
+                    .into_actor(self)
+                    .map(|result, act, ctx| {
+                        if let Err(err) = result {
+                            log::warn!("WAL checkpoint on the writer failed: {err}");
+                        }
+                        act.committing = false;
+                        act.kick(ctx);
+                    }),
+            );
+            return;
+        }
+        if self.queue.is_empty() {
             return;
         }
         let batch = take_batch(&mut self.queue);
@@ -225,6 +254,15 @@ impl Handler<CommitBoard> for Persister {
         self.queue.push(Write::Board(change, reply));
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
+    }
+}
+
+impl Handler<FinishCheckpoint> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, _: FinishCheckpoint, ctx: &mut Context<Self>) {
+        self.checkpoint = true;
+        self.kick(ctx);
     }
 }
 

@@ -1,0 +1,123 @@
+//! SQLite WAL checkpoints off the write path.
+//!
+//! SQLite's automatic checkpoint runs inside the COMMIT that crosses `wal_autocheckpoint` pages:
+//! that commit copies the WAL's pages into the database file and fsyncs it while every waiter of
+//! the batch, and every batch queued behind it, waits. Chat at 10,000 messages/s writes about
+//! 22,000 WAL pages/s, mostly index leaves spread over the whole file, so the automatic
+//! checkpoint ran 22 times a second with 1,000 random page writes and an fsync each (~25 ms): on a
+//! grown database the writer spent most of its time there and acks queued for 100+ ms.
+//!
+//! So the writer connection has the automatic checkpoint off, and:
+//! - the Checkpointer copies the WAL on a connection of its own with `wal_checkpoint(PASSIVE)`,
+//!   which never blocks the writer or readers, every [`INTERVAL`] after commits happened. A page
+//!   written many times within the interval (a busy family's index leaf) is copied once;
+//! - a WAL only starts over from its beginning when a write starts with every frame copied, which
+//!   a checkpoint on another connection never achieves under a steady stream of commits. Once the
+//!   WAL holds [`RESTART_FRAMES`], the Checkpointer runs more passes right away (each copies only
+//!   what was committed during the one before) and then asks the Persister to finish between two
+//!   batches: the Persister's own passive checkpoint copies the few frames left, and its next
+//!   commit restarts the WAL.
+//!
+//! The Checkpointer acts only after a batch committed, so an idle server sends no statements.
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+
+use super::persister::{FinishCheckpoint, Persister};
+use crate::metrics::Metrics;
+
+/// How often the Checkpointer looks for new commits.
+const INTERVAL: Duration = Duration::from_millis(1000);
+/// WAL frames (pages) after which the WAL is made to start over under steady writes: 512 MiB
+/// with 4 KiB pages, about 6 s of chat at 10,000 msgs/s. Each restart pauses commits for the
+/// Persister's final pass; restarting every 1.5 s (32,768 frames) put those pauses into the ack
+/// p99. (When a pass copies everything, the next commit restarts the WAL anyway.)
+const RESTART_FRAMES: i64 = 131_072;
+
+/// Passes before the Persister finishes a restart, and the frames left for it that end them early.
+const MAX_PASSES: usize = 4;
+const FINAL_PASS_FRAMES: i64 = 256;
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)`; returns the frames in the WAL and the frames copied.
+pub async fn passive_checkpoint(conn: &impl ConnectionTrait) -> Result<(i64, i64), DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(PASSIVE)",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("wal_checkpoint returned no row".to_owned()))?;
+    Ok((row.try_get_by_index(1)?, row.try_get_by_index(2)?))
+}
+
+pub struct Checkpointer {
+    conn: DatabaseConnection,
+    persister: Addr<Persister>,
+    metrics: Arc<Metrics>,
+    /// `metrics.batches()` when the last checkpoint started.
+    seen_batches: u64,
+    running: bool,
+}
+
+impl Checkpointer {
+    pub fn new(
+        conn: DatabaseConnection,
+        persister: Addr<Persister>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Checkpointer {
+            conn,
+            persister,
+            metrics,
+            seen_batches: 0,
+            running: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let batches = self.metrics.batches();
+        if self.running || batches == self.seen_batches {
+            return;
+        }
+        self.running = true;
+        self.seen_batches = batches;
+        let conn = self.conn.clone();
+        ctx.spawn(
+            async move {
+                let (mut frames, mut copied) = passive_checkpoint(&conn).await?;
+                if frames < RESTART_FRAMES {
+                    return Ok(false);
+                }
+                // Each pass copies what was committed during the one before, so the Persister's
+                // final pass (the only one that pauses commits) has little left to copy.
+                for _ in 1..MAX_PASSES {
+                    if frames - copied <= FINAL_PASS_FRAMES {
+                        break;
+                    }
+                    (frames, copied) = passive_checkpoint(&conn).await?;
+                }
+                Ok(true)
+            }
+            .into_actor(self)
+            .map(|result: Result<bool, DbErr>, act, _| {
+                act.running = false;
+                match result {
+                    Ok(true) => act.persister.do_send(FinishCheckpoint),
+                    Ok(false) => {}
+                    Err(err) => log::warn!("WAL checkpoint failed: {err}"),
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for Checkpointer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.seen_batches = self.metrics.batches();
+        ctx.run_interval(INTERVAL, Self::tick);
+    }
+}
