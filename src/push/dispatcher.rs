@@ -2,6 +2,12 @@
 //! and signs each notification, and sends it with a shared HTTP client and bounded concurrency.
 //! Other failures are retried (3 tries, 1 s then 3 s apart); a 404 or 410 deletes the
 //! subscription. Nothing here can delay or fail the action that triggered the push.
+//!
+//! A user's notifications leave in the order they were made: the next one starts once every
+//! subscription has had its first try at the one before. Retries run on their own, so a failing
+//! device can let a later notification overtake a retried one, but never holds the others back.
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,6 +27,9 @@ use crate::store::entities::push_subscription;
 const CONCURRENCY: usize = 64;
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Notifications that may wait behind a user's current one; beyond it the oldest is dropped
+/// (a device that cannot keep up gets the newest news).
+const MAX_WAITING: usize = 32;
 /// How long a push service keeps an undelivered notification (seconds).
 const TTL: u32 = 24 * 60 * 60;
 /// VAPID tokens expire this long after signing (RFC 8292: at most 24 h; API.md: at most 12 h).
@@ -35,6 +44,8 @@ pub struct Notify {
 
 pub struct PushDispatcher {
     shared: Rc<Shared>,
+    /// Users with a notification on its way, and the ones waiting behind it, oldest first.
+    waiting: HashMap<i64, VecDeque<Notification>>,
 }
 
 struct Shared {
@@ -61,7 +72,24 @@ impl PushDispatcher {
                 client,
                 permits: Semaphore::new(CONCURRENCY),
             }),
+            waiting: HashMap::new(),
         }
+    }
+
+    /// Sends `notification` to every subscription of `user_id`, then the user's next waiting one.
+    fn send(&mut self, user_id: i64, notification: Notification, ctx: &mut Context<Self>) {
+        ctx.spawn(
+            first_tries(self.shared.clone(), user_id, notification)
+                .into_actor(self)
+                .map(move |(), act, ctx| {
+                    match act.waiting.get_mut(&user_id).and_then(VecDeque::pop_front) {
+                        Some(next) => act.send(user_id, next, ctx),
+                        None => {
+                            act.waiting.remove(&user_id);
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -72,32 +100,53 @@ impl Actor for PushDispatcher {
 impl Handler<Notify> for PushDispatcher {
     type Result = ();
 
-    fn handle(&mut self, msg: Notify, _: &mut Context<Self>) {
-        let shared = self.shared.clone();
-        actix_web::rt::spawn(async move {
-            let subscriptions = match push_subscription::Entity::find()
-                .filter(push_subscription::Column::UserId.eq(msg.user_id))
-                .all(&shared.db.read)
-                .await
-            {
-                Ok(subscriptions) => subscriptions,
-                Err(err) => {
-                    log::error!(
-                        "push: subscriptions of user {} unreadable: {err}",
+    fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) {
+        match self.waiting.entry(msg.user_id) {
+            Entry::Occupied(mut queue) => {
+                let queue = queue.get_mut();
+                if queue.len() == MAX_WAITING {
+                    queue.pop_front();
+                    self.shared.metrics.pushes_failed.fetch_add(1, Relaxed);
+                    log::warn!(
+                        "push: user {} is behind, dropped a notification",
                         msg.user_id
                     );
-                    return;
                 }
-            };
-            let payload = match serde_json::to_vec(&msg.notification) {
-                Ok(payload) => Rc::new(payload),
-                Err(err) => return log::error!("push: payload did not serialize: {err}"),
-            };
-            for subscription in subscriptions {
-                actix_web::rt::spawn(deliver(shared.clone(), subscription, payload.clone()));
+                queue.push_back(msg.notification);
             }
-        });
+            Entry::Vacant(slot) => {
+                slot.insert(VecDeque::new());
+                self.send(msg.user_id, msg.notification, ctx);
+            }
+        }
     }
+}
+
+/// Gives each of the user's subscriptions its first try at `notification`; what must be retried
+/// is left to a task of its own.
+async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notification) {
+    let subscriptions = match push_subscription::Entity::find()
+        .filter(push_subscription::Column::UserId.eq(user_id))
+        .all(&shared.db.read)
+        .await
+    {
+        Ok(subscriptions) => subscriptions,
+        Err(err) => return log::error!("push: subscriptions of user {user_id} unreadable: {err}"),
+    };
+    let payload = match serde_json::to_vec(&notification) {
+        Ok(payload) => Rc::new(payload),
+        Err(err) => return log::error!("push: payload did not serialize: {err}"),
+    };
+    let tries = subscriptions.into_iter().map(|subscription| {
+        let shared = shared.clone();
+        let payload = payload.clone();
+        async move {
+            if let Some(why) = attempt(&shared, &subscription, &payload, 0).await {
+                actix_web::rt::spawn(retry(shared, subscription, payload, why));
+            }
+        }
+    });
+    futures_util::future::join_all(tries).await;
 }
 
 enum Outcome {
@@ -106,46 +155,65 @@ enum Outcome {
     Retry(String),
 }
 
-async fn deliver(shared: Rc<Shared>, subscription: push_subscription::Model, payload: Rc<Vec<u8>>) {
-    for attempt in 0..=RETRY_DELAYS.len() {
-        if attempt > 0 {
-            tokio::time::sleep(RETRY_DELAYS[attempt - 1]).await;
+/// One try; `Some(reason)` when it should be tried again.
+async fn attempt(
+    shared: &Shared,
+    subscription: &push_subscription::Model,
+    payload: &[u8],
+    tried_before: usize,
+) -> Option<String> {
+    let outcome = match shared.permits.acquire().await {
+        Ok(_permit) => send_once(shared, subscription, payload).await,
+        Err(_) => return None,
+    };
+    match outcome {
+        Outcome::Delivered => {
+            shared.metrics.pushes_sent.fetch_add(1, Relaxed);
+            None
         }
-        let outcome = match shared.permits.acquire().await {
-            Ok(_permit) => send_once(&shared, &subscription, &payload).await,
-            Err(_) => return,
-        };
-        match outcome {
-            Outcome::Delivered => {
-                shared.metrics.pushes_sent.fetch_add(1, Relaxed);
-                return;
-            }
-            Outcome::Gone => {
-                log::info!(
-                    "push: subscription {} is gone, deleting it",
-                    subscription.id
-                );
-                if let Err(err) = push_subscription::Entity::delete_many()
-                    .filter(push_subscription::Column::Endpoint.eq(subscription.endpoint.clone()))
-                    .exec(&shared.db.write)
-                    .await
-                {
-                    log::error!(
-                        "push: could not delete subscription {}: {err}",
-                        subscription.id
-                    );
-                }
-                return;
-            }
-            Outcome::Retry(why) => {
-                log::warn!(
-                    "push: try {} to subscription {} failed: {why}",
-                    attempt + 1,
+        Outcome::Gone => {
+            log::info!(
+                "push: subscription {} is gone, deleting it",
+                subscription.id
+            );
+            if let Err(err) = push_subscription::Entity::delete_many()
+                .filter(push_subscription::Column::Endpoint.eq(subscription.endpoint.clone()))
+                .exec(&shared.db.write)
+                .await
+            {
+                log::error!(
+                    "push: could not delete subscription {}: {err}",
                     subscription.id
                 );
             }
+            None
+        }
+        Outcome::Retry(why) => {
+            log::warn!(
+                "push: try {} to subscription {} failed: {why}",
+                tried_before + 1,
+                subscription.id
+            );
+            Some(why)
         }
     }
+}
+
+/// The tries after the first, `RETRY_DELAYS` apart.
+async fn retry(
+    shared: Rc<Shared>,
+    subscription: push_subscription::Model,
+    payload: Rc<Vec<u8>>,
+    mut why: String,
+) {
+    for (tried, delay) in RETRY_DELAYS.into_iter().enumerate() {
+        tokio::time::sleep(delay).await;
+        match attempt(&shared, &subscription, &payload, tried + 1).await {
+            Some(again) => why = again,
+            None => return,
+        }
+    }
+    log::warn!("push: gave up on subscription {}: {why}", subscription.id);
     shared.metrics.pushes_failed.fetch_add(1, Relaxed);
 }
 

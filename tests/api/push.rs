@@ -266,6 +266,30 @@ async fn an_absent_partner_gets_one_push_per_message_and_a_present_one_none() {
 }
 
 #[actix_web::test]
+async fn a_members_pushes_arrive_in_the_order_of_the_messages() {
+    let (app, fam, service, base, key) = setup("push_order").await;
+    let phone = Subscriber::new(&base, "order-phone");
+    phone.subscribe(&app, &fam.child).await;
+    let laptop = Subscriber::new(&base, "order-laptop");
+    laptop.subscribe(&app, &fam.child).await;
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    let texts: Vec<String> = (1..=12).map(|i| format!("메시지 {i}")).collect();
+    // Sent back to back: several land in one commit and their pushes are made together.
+    for (i, text) in texts.iter().enumerate() {
+        parent.send_message(&format!("o{i}"), text).await;
+    }
+    for (id, device) in [("order-phone", &phone), ("order-laptop", &laptop)] {
+        let got = service.wait_for(id, texts.len(), WAIT).await;
+        let bodies: Vec<String> = got
+            .iter()
+            .map(|request| device.open(request, &key, &base)["body"].to_string())
+            .collect();
+        let expected: Vec<String> = texts.iter().map(|t| json!(t).to_string()).collect();
+        assert_eq!(bodies, expected, "{id} got every message once, in order");
+    }
+}
+
+#[actix_web::test]
 async fn wishes_and_grants_push_the_other_member() {
     let (app, fam, service, base, key) = setup("push_board").await;
     let parent_phone = Subscriber::new(&base, "parent-phone");
