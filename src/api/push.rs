@@ -121,7 +121,7 @@ async fn subscribe(
     };
     // Upsert by endpoint: a browser re-subscribing (or another user on the same browser) takes
     // the endpoint over.
-    push_subscription::Entity::insert(row)
+    let stored = push_subscription::Entity::insert(row)
         .on_conflict(
             OnConflict::column(push_subscription::Column::Endpoint)
                 .update_columns([
@@ -132,7 +132,10 @@ async fn subscribe(
                 .to_owned(),
         )
         .exec(&state.db.write)
-        .await?;
+        .await;
+    // Also after an error: the statement may have taken effect.
+    state.push.subscriptions_changed();
+    stored?;
     Ok(HttpResponse::Created().finish())
 }
 
@@ -164,10 +167,13 @@ async fn unsubscribe(
     AuthUser(member): AuthUser,
     JsonBody(body): JsonBody<Unsubscribe>,
 ) -> Result<HttpResponse, ApiError> {
-    push_subscription::Entity::delete_many()
+    let stored = push_subscription::Entity::delete_many()
         .filter(push_subscription::Column::Endpoint.eq(body.endpoint))
         .filter(push_subscription::Column::UserId.eq(member.id))
         .exec(&state.db.write)
-        .await?;
+        .await;
+    // Also after an error: the statement may have taken effect.
+    state.push.subscriptions_changed();
+    stored?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,12 +6,17 @@
 //! A user's notifications leave in the order they were made: the next one starts once every
 //! subscription has had its first try at the one before. Retries run on their own, so a failing
 //! device can let a later notification overtake a retried one, but never holds the others back.
+//!
+//! Subscriptions are kept in memory per user (most users have none, and a grant or a chat message
+//! to an absent member should not cost a query). Any change through this server forgets them all
+//! at once; a change made by another server process is seen within [`SUBSCRIPTIONS_TTL`].
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -30,6 +35,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Notifications that may wait behind a user's current one; beyond it the oldest is dropped
 /// (a device that cannot keep up gets the newest news).
 const MAX_WAITING: usize = 32;
+/// How long a user's subscriptions are used from memory before they are read again.
+const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(60);
 /// How long a push service keeps an undelivered notification (seconds).
 const TTL: u32 = 24 * 60 * 60;
 /// VAPID tokens expire this long after signing (RFC 8292: at most 24 h; API.md: at most 12 h).
@@ -41,6 +48,11 @@ pub struct Notify {
     pub user_id: i64,
     pub notification: Notification,
 }
+
+/// A subscription was stored, taken over or removed: read subscriptions from the database again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscriptionsChanged;
 
 pub struct PushDispatcher {
     shared: Rc<Shared>,
@@ -55,6 +67,47 @@ struct Shared {
     metrics: Arc<Metrics>,
     client: awc::Client,
     permits: Semaphore,
+    subscriptions: RefCell<HashMap<i64, Cached>>,
+    /// Bumped whenever the cache is cleared, so that a read begun before a change is not kept.
+    generation: Cell<u64>,
+}
+
+struct Cached {
+    list: Rc<[push_subscription::Model]>,
+    read_at: Instant,
+}
+
+impl Shared {
+    async fn subscriptions_of(
+        &self,
+        user_id: i64,
+    ) -> Result<Rc<[push_subscription::Model]>, sea_orm::DbErr> {
+        if let Some(cached) = self.subscriptions.borrow().get(&user_id)
+            && cached.read_at.elapsed() < SUBSCRIPTIONS_TTL
+        {
+            return Ok(cached.list.clone());
+        }
+        let generation = self.generation.get();
+        let read_at = Instant::now();
+        let list: Rc<[push_subscription::Model]> = push_subscription::Entity::find()
+            .filter(push_subscription::Column::UserId.eq(user_id))
+            .all(&self.db.read)
+            .await?
+            .into();
+        if self.generation.get() == generation {
+            let cached = Cached {
+                list: list.clone(),
+                read_at,
+            };
+            self.subscriptions.borrow_mut().insert(user_id, cached);
+        }
+        Ok(list)
+    }
+
+    fn forget_subscriptions(&self) {
+        self.generation.set(self.generation.get() + 1);
+        self.subscriptions.borrow_mut().clear();
+    }
 }
 
 impl PushDispatcher {
@@ -71,6 +124,8 @@ impl PushDispatcher {
                 metrics,
                 client,
                 permits: Semaphore::new(CONCURRENCY),
+                subscriptions: RefCell::default(),
+                generation: Cell::new(0),
             }),
             waiting: HashMap::new(),
         }
@@ -95,6 +150,23 @@ impl PushDispatcher {
 
 impl Actor for PushDispatcher {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SUBSCRIPTIONS_TTL, |act, _| {
+            act.shared
+                .subscriptions
+                .borrow_mut()
+                .retain(|_, cached| cached.read_at.elapsed() < SUBSCRIPTIONS_TTL);
+        });
+    }
+}
+
+impl Handler<SubscriptionsChanged> for PushDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: SubscriptionsChanged, _: &mut Context<Self>) {
+        self.shared.forget_subscriptions();
+    }
 }
 
 impl Handler<Notify> for PushDispatcher {
@@ -125,11 +197,7 @@ impl Handler<Notify> for PushDispatcher {
 /// Gives each of the user's subscriptions its first try at `notification`; what must be retried
 /// is left to a task of its own.
 async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notification) {
-    let subscriptions = match push_subscription::Entity::find()
-        .filter(push_subscription::Column::UserId.eq(user_id))
-        .all(&shared.db.read)
-        .await
-    {
+    let subscriptions = match shared.subscriptions_of(user_id).await {
         Ok(subscriptions) => subscriptions,
         Err(err) => return log::error!("push: subscriptions of user {user_id} unreadable: {err}"),
     };
@@ -137,12 +205,12 @@ async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notificatio
         Ok(payload) => Rc::new(payload),
         Err(err) => return log::error!("push: payload did not serialize: {err}"),
     };
-    let tries = subscriptions.into_iter().map(|subscription| {
+    let tries = subscriptions.iter().map(|subscription| {
         let shared = shared.clone();
         let payload = payload.clone();
         async move {
-            if let Some(why) = attempt(&shared, &subscription, &payload, 0).await {
-                actix_web::rt::spawn(retry(shared, subscription, payload, why));
+            if let Some(why) = attempt(&shared, subscription, &payload, 0).await {
+                actix_web::rt::spawn(retry(shared, subscription.clone(), payload, why));
             }
         }
     });
@@ -176,6 +244,7 @@ async fn attempt(
                 "push: subscription {} is gone, deleting it",
                 subscription.id
             );
+            shared.forget_subscriptions();
             if let Err(err) = push_subscription::Entity::delete_many()
                 .filter(push_subscription::Column::Endpoint.eq(subscription.endpoint.clone()))
                 .exec(&shared.db.write)

@@ -6,7 +6,7 @@ pub mod keys;
 use actix::Addr;
 use serde::Serialize;
 
-pub use dispatcher::{Notify, PushDispatcher};
+pub use dispatcher::{Notify, PushDispatcher, SubscriptionsChanged};
 pub use keys::VapidKeys;
 
 /// A notification as the service worker receives it (API.md "Web push").
@@ -93,6 +93,11 @@ impl Push {
             user_id,
             notification,
         });
+    }
+
+    /// Call after storing, taking over or removing a subscription.
+    pub fn subscriptions_changed(&self) {
+        self.dispatcher.do_send(SubscriptionsChanged);
     }
 }
 

@@ -445,6 +445,48 @@ async fn subscriptions_are_validated_and_upserted_by_endpoint() {
 }
 
 #[actix_web::test]
+async fn pushes_follow_subscribe_takeover_and_unsubscribe_at_once() {
+    let (app, fam, service, base, key) = setup("push_follow").await;
+    let grant = || app.post("/api/board/grant", &fam.parent.token, json!({"count": 1}));
+    // Both members are notified while they have no subscription (the server may remember that).
+    app.open_board(&fam, 10).await;
+    grant().await;
+    let device = Subscriber::new(&base, "shared-tablet");
+    device.subscribe(&app, &fam.child).await;
+    grant().await;
+    let got = service.wait_for("shared-tablet", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "a new subscription gets the next push");
+    assert_eq!(device.open(&got[0], &key, &base)["body"], "포도알 1개");
+
+    // The parent signs in on the same browser: the endpoint is theirs now.
+    device.subscribe(&app, &fam.parent).await;
+    grant().await;
+    app.wish(&fam.child, "bike").await;
+    let got = service.wait_for("shared-tablet", 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(device.open(&got[1], &key, &base)["body"], "bike");
+
+    let (status, _) = app
+        .request(
+            "DELETE",
+            "/api/push/subscriptions",
+            Some(&fam.parent.token),
+            Some(json!({"endpoint": device.endpoint})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.wish(&fam.child, "kite").await;
+    grant().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<Value> = service
+        .received("shared-tablet")
+        .iter()
+        .map(|request| device.open(request, &key, &base)["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("포도알 1개"), json!("bike")]);
+}
+
+#[actix_web::test]
 async fn the_vapid_key_is_the_same_after_a_restart() {
     let (mut app, _, _, _, key) = setup("push_keys").await;
     app.restart().await;
