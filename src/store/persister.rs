@@ -26,8 +26,10 @@ use crate::metrics::Metrics;
 pub const MAX_BATCH: usize = 4096;
 /// Requests waiting in the mailbox before senders wait; the handler moves them to the queue at once.
 const MAILBOX: usize = 1 << 16;
-/// Rows per multi-row statement, largest first.
-const CHUNKS: [usize; 4] = [128, 32, 8, 1];
+/// Rows per multi-row statement, largest first: powers of two, so any batch takes at most one
+/// statement of each size (300 rows: 256 + 32 + 8 + 4) and the prepared statements stay few.
+/// The largest keeps the widest statement (11 columns) far below SQLite's 32,766 parameters.
+const CHUNKS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
@@ -420,7 +422,7 @@ async fn commit(
             ]
         })
         .collect();
-    let matched = exec_chunked(&txn, backend, &rows, |n| {
+    let matched = exec_chunked(&txn, backend, rows, |n| {
         format!(
             "UPDATE families AS f SET board_version = v.column3 FROM (VALUES {}) AS v \
              WHERE f.id = v.column1 AND f.board_version = v.column2",
@@ -526,7 +528,7 @@ async fn commit(
             }
         }
     }
-    exec_chunked(&txn, backend, &updates, |n| {
+    exec_chunked(&txn, backend, updates, |n| {
         format!(
             "UPDATE boards AS b SET granted = v.column2, attached = v.column3, status = v.column4, \
              version = v.column5, completed_at = v.column6 FROM (VALUES {}) AS v WHERE b.id = v.column1",
@@ -559,7 +561,7 @@ async fn commit(
             ]);
         }
     }
-    exec_chunked(&txn, backend, &events, |n| {
+    exec_chunked(&txn, backend, events, |n| {
         format!(
             "INSERT INTO grape_events (family_id, board_id, kind, count, by_user_id, idem_key, \
              version, granted, attached, status, at) VALUES {}",
@@ -585,11 +587,12 @@ async fn commit(
 
     // 5. Chat messages: all rows or a conflict.
     let rows = message_rows(groups);
-    let inserted = exec_chunked(&txn, backend, &rows, |n| {
+    let expected = rows.len() as u64;
+    let inserted = exec_chunked(&txn, backend, rows, |n| {
         format!("{} ON CONFLICT DO NOTHING", insert_messages(sql, n))
     })
     .await?;
-    if inserted != rows.len() as u64 {
+    if inserted != expected {
         return Err(BatchFailure::Conflict);
     }
 
@@ -675,17 +678,15 @@ async fn exec(
 async fn exec_chunked(
     txn: &DatabaseTransaction,
     backend: DbBackend,
-    rows: &[Vec<Value>],
+    rows: Vec<Vec<Value>>,
     statement: impl Fn(usize) -> String,
 ) -> Result<u64, DbErr> {
     let mut affected = 0;
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        let values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+    let mut rows = rows.into_iter();
+    while rows.len() > 0 {
+        let n = CHUNKS.into_iter().find(|&n| n <= rows.len()).unwrap_or(1);
+        let values: Vec<Value> = rows.by_ref().take(n).flatten().collect();
         affected += exec(txn, backend, statement(n), values).await?;
-        rest = tail;
     }
     Ok(affected)
 }

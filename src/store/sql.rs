@@ -1,4 +1,6 @@
 //! Raw SQL pieces that differ per backend: placeholders and typed casts.
+use std::fmt::Write;
+
 use sea_orm::DbBackend;
 
 /// Builds placeholders for hand-written statements (multi-row batches, conditional updates).
@@ -43,7 +45,12 @@ impl BatchSql {
                     out.push_str(", ");
                 }
                 n += 1;
-                out.push_str(&self.typed(n, ty));
+                match self.backend {
+                    DbBackend::Postgres => {
+                        let _ = write!(out, "${n}::{ty}");
+                    }
+                    _ => out.push('?'),
+                }
             }
             out.push(')');
         }
