@@ -147,6 +147,18 @@ impl Subscriber {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
+    async fn unsubscribe(&self, app: &TestApp, member: &Member) {
+        let (status, body) = app
+            .request(
+                "DELETE",
+                "/api/push/subscriptions",
+                Some(&member.token),
+                Some(json!({"endpoint": self.endpoint})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+
     /// Checks the request like a push service does, then decrypts the notification.
     fn open(&self, request: &Received, public_key: &str, push_base: &str) -> Value {
         assert_eq!(request.encoding.as_deref(), Some("aes128gcm"));
@@ -424,15 +436,7 @@ async fn subscriptions_are_validated_and_upserted_by_endpoint() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].user_id, fam.parent.id);
-    let (status, _) = app
-        .request(
-            "DELETE",
-            "/api/push/subscriptions",
-            Some(&fam.parent.token),
-            Some(json!({"endpoint": good.endpoint})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    good.unsubscribe(&app, &fam.parent).await;
     assert_eq!(
         podo::store::entities::push_subscription::Entity::find()
             .count(&db.read)
@@ -466,15 +470,7 @@ async fn pushes_follow_subscribe_takeover_and_unsubscribe_at_once() {
     assert_eq!(got.len(), 2);
     assert_eq!(device.open(&got[1], &key, &base)["body"], "bike");
 
-    let (status, _) = app
-        .request(
-            "DELETE",
-            "/api/push/subscriptions",
-            Some(&fam.parent.token),
-            Some(json!({"endpoint": device.endpoint})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    device.unsubscribe(&app, &fam.parent).await;
     app.wish(&fam.child, "kite").await;
     grant().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
