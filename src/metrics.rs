@@ -14,6 +14,7 @@ pub struct Metrics {
     pub board_changes: AtomicU64,
     pub db_statements: AtomicU64,
     pub messages_committed: AtomicU64,
+    pub push_notifications: AtomicU64,
     pub pushes_sent: AtomicU64,
     pub pushes_failed: AtomicU64,
     batches: AtomicU64,
@@ -82,6 +83,11 @@ impl Metrics {
                 "podo_messages_committed_total",
                 "Committed chat messages.",
                 self.messages_committed.load(Relaxed),
+            ),
+            (
+                "podo_push_notifications_total",
+                "Notifications whose recipients' subscriptions were looked up (pushes follow).",
+                self.push_notifications.load(Relaxed),
             ),
             (
                 "podo_pushes_sent_total",

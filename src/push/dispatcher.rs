@@ -205,6 +205,7 @@ async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notificatio
         Ok(payload) => Rc::new(payload),
         Err(err) => return log::error!("push: payload did not serialize: {err}"),
     };
+    shared.metrics.push_notifications.fetch_add(1, Relaxed);
     let tries = subscriptions.iter().map(|subscription| {
         let shared = shared.clone();
         let payload = payload.clone();

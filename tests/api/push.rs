@@ -453,8 +453,14 @@ async fn pushes_follow_subscribe_takeover_and_unsubscribe_at_once() {
     let (app, fam, service, base, key) = setup("push_follow").await;
     let grant = || app.post("/api/board/grant", &fam.parent.token, json!({"count": 1}));
     // Both members are notified while they have no subscription (the server may remember that).
+    // Wait until both notifications were handled: one still being looked up would find the
+    // subscription made next, and rightly be delivered to it.
     app.open_board(&fam, 10).await;
     grant().await;
+    let handled = app
+        .wait_for_metric("podo_push_notifications_total", 2.0)
+        .await;
+    assert_eq!(handled, 2.0, "the wish and the grant were notified");
     let device = Subscriber::new(&base, "shared-tablet");
     device.subscribe(&app, &fam.child).await;
     grant().await;
