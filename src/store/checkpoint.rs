@@ -13,10 +13,10 @@
 //!   written many times within the interval (a busy family's index leaf) is copied once;
 //! - a WAL only starts over from its beginning when a write starts with every frame copied, which
 //!   a checkpoint on another connection never achieves under a steady stream of commits. Once the
-//!   WAL holds [`RESTART_FRAMES`], the Checkpointer runs more passes right away (each copies only
-//!   what was committed during the one before) and then asks the Persister to finish between two
-//!   batches: the Persister's own passive checkpoint copies the few frames left, and its next
-//!   commit restarts the WAL.
+//!   WAL holds [`RESTART_FRAMES`], the Checkpointer runs more passes right away while readers hold
+//!   part of it back, and then asks the Persister to finish between two batches: the Persister's
+//!   own passive checkpoint copies what was committed since the last pass began (about a pass's
+//!   worth), and its next commit restarts the WAL.
 //!
 //! The Checkpointer acts only after a batch committed, so an idle server sends no statements.
 use std::sync::Arc;
@@ -90,8 +90,9 @@ impl Checkpointer {
                 if frames < RESTART_FRAMES {
                     return Ok(false);
                 }
-                // Each pass copies what was committed during the one before, so the Persister's
-                // final pass (the only one that pauses commits) has little left to copy.
+                // A pass copies the WAL as it was when the pass began, unless a reader holds part
+                // of it back; pass again until that part is small, so the Persister's final pass
+                // (the only one that pauses commits) has little more than one pass's commits left.
                 for _ in 1..MAX_PASSES {
                     if frames - copied <= FINAL_PASS_FRAMES {
                         break;
