@@ -210,24 +210,40 @@ impl Actor for FamilyBoard {
     }
 }
 
+impl FamilyBoard {
+    /// Loads the family's state from the database unless the actor holds it already; resolves
+    /// inside the actor, so what follows sees `state` set.
+    fn ensure_loaded(&mut self) -> impl ActorFuture<Self, Output = Result<(), ApiError>> + use<> {
+        self.last_active = Instant::now();
+        let load = match self.state {
+            Some(_) => None,
+            None => Some((self.deps.db.clone(), self.family_id)),
+        };
+        async move {
+            match load {
+                Some((db, family_id)) => store::load(&db, family_id).await.map(Some),
+                None => Ok(None),
+            }
+        }
+        .into_actor(self)
+        .map(|loaded, act: &mut Self, _| {
+            if let Some(loaded) = loaded? {
+                act.state = Some(loaded);
+            }
+            Ok(())
+        })
+    }
+}
+
 impl Handler<GetBoard> for FamilyBoard {
     type Result = AtomicResponse<Self, Result<Snapshot, ApiError>>;
 
     fn handle(&mut self, _: GetBoard, _: &mut Context<Self>) -> Self::Result {
-        self.last_active = Instant::now();
-        if let Some(snapshot) = self.snapshot() {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(snapshot))));
-        }
-        let (db, family_id) = (self.deps.db.clone(), self.family_id);
-        AtomicResponse::new(Box::pin(
-            async move { store::load(&db, family_id).await }
-                .into_actor(self)
-                .map(|loaded, act, _| {
-                    act.state = Some(loaded?);
-                    act.snapshot()
-                        .ok_or_else(|| ApiError::internal("state vanished"))
-                }),
-        ))
+        AtomicResponse::new(Box::pin(self.ensure_loaded().map(|loaded, act, _| {
+            loaded?;
+            act.snapshot()
+                .ok_or_else(|| ApiError::internal("state vanished"))
+        })))
     }
 }
 
@@ -235,33 +251,17 @@ impl Handler<Subscribe> for FamilyBoard {
     type Result = AtomicResponse<Self, Result<(), ApiError>>;
 
     fn handle(&mut self, Subscribe { session }: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        self.last_active = Instant::now();
-        let load = match self.state {
-            Some(_) => None,
-            None => Some((self.deps.db.clone(), self.family_id)),
-        };
-        AtomicResponse::new(Box::pin(
-            async move {
-                match load {
-                    Some((db, family_id)) => store::load(&db, family_id).await.map(Some),
-                    None => Ok(None),
-                }
-            }
-            .into_actor(self)
-            .map(move |loaded, act, _| {
-                if let Some(loaded) = loaded? {
-                    act.state = Some(loaded);
-                }
-                // Pruned first: pruning the last session drops the cached event.
-                act.prune_sessions();
-                let event = act
-                    .current_event()
-                    .ok_or_else(|| ApiError::internal("state vanished"))?;
-                session.do_send(event);
-                act.sessions.push(session);
-                Ok(())
-            }),
-        ))
+        AtomicResponse::new(Box::pin(self.ensure_loaded().map(move |loaded, act, _| {
+            loaded?;
+            // Pruned first: pruning the last session drops the cached event.
+            act.prune_sessions();
+            let event = act
+                .current_event()
+                .ok_or_else(|| ApiError::internal("state vanished"))?;
+            session.do_send(event);
+            act.sessions.push(session);
+            Ok(())
+        })))
     }
 }
 
