@@ -22,16 +22,9 @@ impl BatchSql {
         }
     }
 
-    /// The `n`th parameter with a type, for contexts where PostgreSQL cannot infer one
-    /// (`VALUES` lists); `pg_type` is e.g. `bigint`, `integer`, `text`, `timestamptz`.
-    pub fn typed(&self, n: usize, pg_type: &str) -> String {
-        match self.backend {
-            DbBackend::Postgres => format!("${n}::{pg_type}"),
-            _ => "?".to_owned(),
-        }
-    }
-
-    /// `(p1, p2, ...), (...)` for `rows` rows of the given column types, numbering from 1.
+    /// `(p1, p2, ...), (...)` for `rows` rows of the given column types, numbering from 1. On
+    /// PostgreSQL each parameter carries its type (`$1::bigint`), which a `VALUES` list cannot
+    /// infer; `types` are e.g. `bigint`, `integer`, `text`, `timestamptz`.
     pub fn values_rows(&self, rows: usize, types: &[&str]) -> String {
         let mut out = String::with_capacity(rows * types.len() * 8);
         let mut n = 0;
