@@ -93,22 +93,14 @@ impl SessionSlot {
         }
         state.version = Some(event.version);
         state.pending = Some(event.bytes);
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_reader(state);
     }
 
     /// Ends the stream once it has written what is pending.
     fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_reader(state);
     }
 
     /// The next event to write; `Ready(None)` once the session is closed.
@@ -128,6 +120,15 @@ impl SessionSlot {
             state.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Wakes the stream waiting on the slot, after letting go of the lock.
+fn wake_reader(mut state: MutexGuard<'_, SlotState>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
