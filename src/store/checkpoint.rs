@@ -13,14 +13,14 @@
 //!   written many times within the interval (a busy family's index leaf) is copied once;
 //! - a WAL only starts over from its beginning when a write starts with every frame copied, which
 //!   a checkpoint on another connection never achieves under a steady stream of commits. Once the
-//!   WAL holds [`RESTART_FRAMES`], the Checkpointer runs more passes right away while readers hold
+//!   WAL is due for a restart (see [`restart_due`]), the Checkpointer runs more passes right away while readers hold
 //!   part of it back, and then asks the Persister to finish between two batches: the Persister's
 //!   own passive checkpoint copies what was committed since the last pass began (about a pass's
 //!   worth), and its next commit restarts the WAL.
 //!
 //! The Checkpointer acts only after a batch committed, so an idle server sends no statements.
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
@@ -30,11 +30,22 @@ use crate::metrics::Metrics;
 
 /// How often the Checkpointer looks for new commits.
 const INTERVAL: Duration = Duration::from_millis(1000);
-/// WAL frames (pages) after which the WAL is made to start over under steady writes: 512 MiB
-/// with 4 KiB pages, about 6 s of chat at 10,000 msgs/s. Each restart pauses commits for the
-/// Persister's final pass; restarting every 1.5 s (32,768 frames) put those pauses into the ack
-/// p99. (When a pass copies everything, the next commit restarts the WAL anyway.)
-const RESTART_FRAMES: i64 = 131_072;
+/// The final pass of a restart pauses commits for 30–80 ms (it copies the ~1,000 random pages
+/// written during the Checkpointer's last pass, and fsyncs them one I/O each), so restarts are
+/// spaced: a WAL of at least [`RESTART_MIN_FRAMES`] restarts at most every [`RESTART_SPACING`],
+/// and one of [`RESTART_MAX_FRAMES`] restarts regardless. Chat at 10,000 msgs/s writes ~26,000
+/// frames/s: restarting every 131,072 frames (~5 s) put the pauses into the ack p99 (13–50 ms
+/// over 15–60 s runs); every ~10 s it stayed at 8–15 ms.
+const RESTART_SPACING: Duration = Duration::from_secs(10);
+/// 64 MiB with 4 KiB pages: below this a WAL is left to grow (a restart is not worth a pause).
+const RESTART_MIN_FRAMES: i64 = 16_384;
+/// 1 GiB with 4 KiB pages: the most `podo.db-wal` grows to under sustained writes.
+const RESTART_MAX_FRAMES: i64 = 262_144;
+
+/// Whether a WAL of `frames` should be made to start over, `since` the last restart.
+fn restart_due(frames: i64, since: Duration) -> bool {
+    frames >= RESTART_MAX_FRAMES || (frames >= RESTART_MIN_FRAMES && since >= RESTART_SPACING)
+}
 
 /// Passes before the Persister finishes a restart, and the frames left for it that end them early.
 const MAX_PASSES: usize = 4;
@@ -59,6 +70,8 @@ pub struct Checkpointer {
     /// `metrics.batches()` when the last checkpoint started.
     seen_batches: u64,
     running: bool,
+    /// When the Checkpointer last had the WAL restarted (or started).
+    restarted: Instant,
 }
 
 impl Checkpointer {
@@ -73,6 +86,7 @@ impl Checkpointer {
             metrics,
             seen_batches: 0,
             running: false,
+            restarted: Instant::now(),
         }
     }
 
@@ -84,10 +98,11 @@ impl Checkpointer {
         self.running = true;
         self.seen_batches = batches;
         let conn = self.conn.clone();
+        let since = self.restarted.elapsed();
         ctx.spawn(
             async move {
                 let (mut frames, mut copied) = passive_checkpoint(&conn).await?;
-                if frames < RESTART_FRAMES {
+                if !restart_due(frames, since) {
                     return Ok(false);
                 }
                 // A pass copies the WAL as it was when the pass began, unless a reader holds part
@@ -105,7 +120,10 @@ impl Checkpointer {
             .map(|result: Result<bool, DbErr>, act, _| {
                 act.running = false;
                 match result {
-                    Ok(true) => act.persister.do_send(FinishCheckpoint),
+                    Ok(true) => {
+                        act.restarted = Instant::now();
+                        act.persister.do_send(FinishCheckpoint);
+                    }
                     Ok(false) => {}
                     Err(err) => log::warn!("WAL checkpoint failed: {err}"),
                 }
@@ -120,5 +138,19 @@ impl Actor for Checkpointer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.seen_batches = self.metrics.batches();
         ctx.run_interval(INTERVAL, Self::tick);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_are_spaced_unless_the_wal_is_at_its_cap() {
+        let soon = RESTART_SPACING / 2;
+        assert!(!restart_due(RESTART_MIN_FRAMES - 1, RESTART_SPACING * 6));
+        assert!(restart_due(RESTART_MIN_FRAMES, RESTART_SPACING));
+        assert!(!restart_due(RESTART_MAX_FRAMES - 1, soon));
+        assert!(restart_due(RESTART_MAX_FRAMES, soon));
     }
 }
