@@ -170,11 +170,11 @@ struct Session {
     tx: RefCell<Option<mpsc::UnboundedSender<ws::Message>>>,
     kill: Notify,
     last_seq: Cell<i64>,
-    /// Between a reconnect's `resume` and its `resumed`.
+    /// Between a `resume` and its `resumed`.
     resuming: Cell<bool>,
-    /// Got a `hello` at least once.
+    /// Caught up at least once (a `resumed` came).
     ready: Cell<bool>,
-    /// The current connection is caught up (hello, or resume finished): sends are allowed.
+    /// The current connection is caught up (its resume finished): sends are allowed.
     live: Cell<bool>,
     /// Sent on this member's session and not acknowledged yet: (client_id, text).
     unacked: RefCell<Vec<(String, String)>>,
@@ -486,17 +486,16 @@ impl ChatFamily {
     fn on_frame(&self, session: &Session, frame: ServerFrame, ctx: &Ctx) {
         match frame {
             ServerFrame::Hello { last_seq } => {
-                if session.ready.get() {
-                    // A reconnect: ask for everything after what this session already has.
-                    session.resuming.set(true);
-                    session.send(
-                        json!({"type": "resume", "after_seq": session.last_seq.get()}).to_string(),
-                    );
-                } else {
+                // As the web client does: ask for everything after what this session has (on the
+                // first connection, what `hello` says is there). Until then the server holds live
+                // messages back, for up to a second, so that none comes before the history.
+                if !session.ready.get() {
                     session.last_seq.set(last_seq);
-                    session.ready.set(true);
-                    session.live.set(true);
                 }
+                session.resuming.set(true);
+                session.send(
+                    json!({"type": "resume", "after_seq": session.last_seq.get()}).to_string(),
+                );
             }
             ServerFrame::Message {
                 seq,
@@ -568,6 +567,7 @@ impl ChatFamily {
             }
             ServerFrame::Resumed { last_seq } => {
                 session.resuming.set(false);
+                session.ready.set(true);
                 session.live.set(true);
                 let have = session.last_seq.get();
                 if last_seq > have {
