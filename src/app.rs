@@ -104,7 +104,8 @@ impl Application {
         };
         let persister = Persister::new(db.clone(), metrics.clone()).start();
         if let Some(conn) = db.checkpoint.clone() {
-            Checkpointer::new(conn, persister.clone(), metrics.clone()).start();
+            let page_size = crate::store::checkpoint::page_size(&conn).await?;
+            Checkpointer::new(conn, page_size, persister.clone(), metrics.clone()).start();
         }
         let vapid = VapidKeys::load_or_create(&db).await?;
         let push = Push::new(

@@ -32,24 +32,36 @@ use crate::metrics::Metrics;
 const INTERVAL: Duration = Duration::from_millis(1000);
 /// The final pass of a restart pauses commits for 30–80 ms (it copies the ~1,000 random pages
 /// written during the Checkpointer's last pass, and fsyncs them one I/O each), so restarts are
-/// spaced: a WAL of at least [`RESTART_MIN_FRAMES`] restarts at most every [`RESTART_SPACING`],
-/// and one of [`RESTART_MAX_FRAMES`] restarts regardless. Chat at 10,000 msgs/s writes ~26,000
-/// frames/s: restarting every 131,072 frames (~5 s) put the pauses into the ack p99 (13–50 ms
-/// over 15–60 s runs); every ~10 s it stayed at 8–15 ms.
-const RESTART_SPACING: Duration = Duration::from_secs(10);
-/// 64 MiB with 4 KiB pages: below this a WAL is left to grow (a restart is not worth a pause).
-const RESTART_MIN_FRAMES: i64 = 16_384;
-/// 1 GiB with 4 KiB pages: the most `podo.db-wal` grows to under sustained writes.
-const RESTART_MAX_FRAMES: i64 = 262_144;
+/// spaced: a WAL of at least [`RESTART_MIN_BYTES`] restarts at most every [`RESTART_SPACING`],
+/// and one of [`RESTART_MAX_BYTES`] restarts regardless. Chat at 10,000 msgs/s over 2,000 rooms
+/// writes ~40 MB of WAL a second with 1 KiB pages (~105 MB with 4 KiB): restarting every ~5 s
+/// put the pauses into the ack p99 (13–50 ms over 15–60 s runs), one restart per 15 s run kept it
+/// at 7–12 ms, two made it 40–47 ms.
+const RESTART_SPACING: Duration = Duration::from_secs(30);
+/// Below this a WAL is left to grow: a restart is not worth a pause.
+const RESTART_MIN_BYTES: i64 = 64 << 20;
+/// The most `podo.db-wal` grows to under sustained writes (plus up to one interval's worth).
+const RESTART_MAX_BYTES: i64 = 1 << 30;
 
-/// Whether a WAL of `frames` should be made to start over, `since` the last restart.
-fn restart_due(frames: i64, since: Duration) -> bool {
-    frames >= RESTART_MAX_FRAMES || (frames >= RESTART_MIN_FRAMES && since >= RESTART_SPACING)
+/// Whether a WAL of `bytes` should be made to start over, `since` the last restart.
+fn restart_due(bytes: i64, since: Duration) -> bool {
+    bytes >= RESTART_MAX_BYTES || (bytes >= RESTART_MIN_BYTES && since >= RESTART_SPACING)
 }
 
 /// Passes before the Persister finishes a restart, and the frames left for it that end them early.
 const MAX_PASSES: usize = 4;
 const FINAL_PASS_FRAMES: i64 = 256;
+
+/// The database's page size: the size of a WAL frame's page.
+pub async fn page_size(conn: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    conn.query_one_raw(Statement::from_string(
+        DbBackend::Sqlite,
+        "PRAGMA page_size",
+    ))
+    .await?
+    .ok_or_else(|| DbErr::Custom("page_size returned no row".to_owned()))?
+    .try_get_by_index(0)
+}
 
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)`; returns the frames in the WAL and the frames copied.
 pub async fn passive_checkpoint(conn: &impl ConnectionTrait) -> Result<(i64, i64), DbErr> {
@@ -72,11 +84,13 @@ pub struct Checkpointer {
     running: bool,
     /// When the Checkpointer last had the WAL restarted (or started).
     restarted: Instant,
+    page_size: i64,
 }
 
 impl Checkpointer {
     pub fn new(
         conn: DatabaseConnection,
+        page_size: i64,
         persister: Addr<Persister>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -87,6 +101,7 @@ impl Checkpointer {
             seen_batches: 0,
             running: false,
             restarted: Instant::now(),
+            page_size,
         }
     }
 
@@ -99,10 +114,11 @@ impl Checkpointer {
         self.seen_batches = batches;
         let conn = self.conn.clone();
         let since = self.restarted.elapsed();
+        let page_size = self.page_size;
         ctx.spawn(
             async move {
                 let (mut frames, mut copied) = passive_checkpoint(&conn).await?;
-                if !restart_due(frames, since) {
+                if !restart_due(frames * page_size, since) {
                     return Ok(false);
                 }
                 // A pass copies the WAL as it was when the pass began, unless a reader holds part
@@ -148,9 +164,9 @@ mod tests {
     #[test]
     fn restarts_are_spaced_unless_the_wal_is_at_its_cap() {
         let soon = RESTART_SPACING / 2;
-        assert!(!restart_due(RESTART_MIN_FRAMES - 1, RESTART_SPACING * 6));
-        assert!(restart_due(RESTART_MIN_FRAMES, RESTART_SPACING));
-        assert!(!restart_due(RESTART_MAX_FRAMES - 1, soon));
-        assert!(restart_due(RESTART_MAX_FRAMES, soon));
+        assert!(!restart_due(RESTART_MIN_BYTES - 1, RESTART_SPACING * 6));
+        assert!(restart_due(RESTART_MIN_BYTES, RESTART_SPACING));
+        assert!(!restart_due(RESTART_MAX_BYTES - 1, soon));
+        assert!(restart_due(RESTART_MAX_BYTES, soon));
     }
 }
