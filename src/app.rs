@@ -221,6 +221,9 @@ impl Application {
             stopper.stop().await;
         });
         self.server.await?;
+        // The last SQLite connection to close copies what is left of the WAL into the database
+        // and removes the WAL file (up to 1 GiB after heavy writes, see store::checkpoint).
+        self.state.db.close().await;
         log::info!("podo stopped cleanly");
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The `podo` binary as an operator runs it: first start on an empty data directory, then
-//! SIGTERM or SIGINT stops it cleanly (exit 0) and ends open streams.
+//! SIGTERM or SIGINT stops it cleanly (exit 0), ends open streams and closes the database.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -156,6 +156,10 @@ fn first_start_migrates_and_a_signal_stops_it_cleanly() {
             let _ = server.child.kill();
         }
         assert_eq!(exit.map(|s| s.code()), Some(Some(0)), "SIG{signal} exits 0");
+        assert!(
+            !data_dir.join("podo.db-wal").exists(),
+            "a clean stop copies the WAL into the database and removes it"
+        );
         // actix waits up to 10 s for open connections; the server ends its streams instead.
         assert!(
             signalled.elapsed() < Duration::from_secs(8),

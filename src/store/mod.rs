@@ -29,6 +29,20 @@ pub struct Db {
 }
 
 impl Db {
+    /// Closes every connection (at shutdown, once nothing writes any more).
+    pub async fn close(&self) {
+        let pools = [
+            Some(&self.write),
+            Some(&self.read),
+            self.checkpoint.as_ref(),
+        ];
+        for conn in pools.into_iter().flatten() {
+            if let Err(err) = conn.close_by_ref().await {
+                log::warn!("closing the database: {err}");
+            }
+        }
+    }
+
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
             ensure_sqlite_dir(url);
