@@ -22,6 +22,8 @@ pub struct Metrics {
     batch_items: AtomicU64,
     batch_micros: AtomicU64,
     batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    wal_restarts: AtomicU64,
+    wal_restart_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -41,6 +43,13 @@ impl Metrics {
         if let Some(i) = BATCH_BUCKETS.iter().position(|&b| size as u64 <= b) {
             self.batch_buckets[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// A SQLite WAL restart finished by the Persister, which paused commits for `took`.
+    pub fn record_wal_restart(&self, took: Duration) {
+        self.wal_restarts.fetch_add(1, Relaxed);
+        self.wal_restart_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -104,6 +113,11 @@ impl Metrics {
                 "Persister transactions that did not commit.",
                 self.batches_failed.load(Relaxed),
             ),
+            (
+                "podo_wal_restarts_total",
+                "SQLite WAL restarts (each pauses commits for the Persister's final checkpoint).",
+                self.wal_restarts.load(Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -134,6 +148,12 @@ impl Metrics {
             "# HELP {name} Time spent in Persister transactions.\n# TYPE {name} counter\n{name} {}",
             self.batch_micros.load(Relaxed) as f64 / 1e6
         );
+        let name = "podo_wal_restart_pause_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Commits paused for WAL restarts.\n# TYPE {name} counter\n{name} {}",
+            self.wal_restart_micros.load(Relaxed) as f64 / 1e6
+        );
         out
     }
 }
@@ -153,5 +173,9 @@ mod tests {
         assert!(text.contains("podo_persister_batch_size_bucket{le=\"128\"} 2"));
         assert!(text.contains("podo_persister_batch_size_sum 101"));
         assert!(text.contains("podo_persister_batches_failed_total 1"));
+        m.record_wal_restart(Duration::from_millis(40));
+        let text = m.render();
+        assert!(text.contains("podo_wal_restarts_total 1"));
+        assert!(text.contains("podo_wal_restart_pause_seconds_total 0.04"));
     }
 }

@@ -183,12 +183,18 @@ impl Persister {
             self.checkpoint = false;
             self.committing = true;
             let db = self.db.clone();
+            let started = std::time::Instant::now();
             ctx.spawn(
                 async move { super::checkpoint::passive_checkpoint(&db.write).await }
                     .into_actor(self)
-                    .map(|result, act, ctx| {
-                        if let Err(err) = result {
-                            log::warn!("WAL checkpoint on the writer failed: {err}");
+                    .map(move |result, act, ctx| {
+                        match result {
+                            // Everything copied: the next commit starts the WAL over.
+                            Ok((frames, copied)) if frames == copied => {
+                                act.metrics.record_wal_restart(started.elapsed())
+                            }
+                            Ok(_) => {}
+                            Err(err) => log::warn!("WAL checkpoint on the writer failed: {err}"),
                         }
                         act.committing = false;
                         act.kick(ctx);

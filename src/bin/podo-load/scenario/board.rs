@@ -547,6 +547,12 @@ pub fn add_server_figures(
     report.figure("batch size p50 ≤", batches.p50_le, "changes");
     report.figure("batch size p99 ≤", batches.p99_le, "changes");
     report.figure("commit time mean", batches.commit_ms_mean, "ms");
+    let restarts = after.delta(before, "podo_wal_restarts_total");
+    report.figure("WAL restarts", restarts, "");
+    if restarts > 0.0 {
+        let paused = after.delta(before, "podo_wal_restart_pause_seconds_total");
+        report.figure("WAL restart pause mean", paused * 1e3 / restarts, "ms");
+    }
     let statements = after.delta(before, "podo_db_statements_total");
     report.figure("db statements/s", statements / elapsed, "");
     if changes > 0 {
