@@ -12,11 +12,11 @@
 //!   which never blocks the writer or readers, every [`INTERVAL`] after commits happened. A page
 //!   written many times within the interval (a busy family's index leaf) is copied once;
 //! - a WAL only starts over from its beginning when a write starts with every frame copied, which
-//!   a checkpoint on another connection never achieves under a steady stream of commits. Once the
-//!   WAL is due for a restart (see [`restart_due`]), the Checkpointer runs more passes right away while readers hold
-//!   part of it back, and then asks the Persister to finish between two batches: the Persister's
-//!   own passive checkpoint copies what was committed since the last pass began (about a pass's
-//!   worth), and its next commit restarts the WAL.
+//!   a checkpoint on another connection never achieves under a steady stream of commits. Once a
+//!   restart is due (see [`restart_due`]), the Checkpointer runs more passes right away while
+//!   readers hold part of the WAL back, and then asks the Persister to finish between two
+//!   batches: the Persister's own passive checkpoint copies what was committed since the last
+//!   pass began (about a pass's worth), and its next commit restarts the WAL.
 //!
 //! The Checkpointer acts only after a batch committed, so an idle server sends no statements.
 use std::sync::Arc;
