@@ -17,7 +17,8 @@ use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::push::{Push, PushDispatcher, VapidKeys};
+use crate::push::endpoint::EndpointPolicy;
+use crate::push::{Push, PushDispatcher, PushSettings, VapidKeys};
 use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::persister::Persister;
@@ -108,14 +109,19 @@ impl Application {
             Checkpointer::new(conn, page_size, persister.clone(), metrics.clone()).start();
         }
         let vapid = VapidKeys::load_or_create(&db).await?;
+        if config.push_allow_private {
+            log::warn!(
+                "push: PODO_PUSH_ALLOW_PRIVATE is on: endpoints on private networks and plain http are accepted"
+            );
+        }
+        let push_settings = PushSettings {
+            subject: config.vapid_subject.clone(),
+            policy: EndpointPolicy::new(config.push_allow_private),
+            tls: crate::push::tls::client_config(config.push_ca_file.as_deref())
+                .map_err(|err| StartError::Config(err.to_string()))?,
+        };
         let push = Push::new(
-            PushDispatcher::new(
-                db.clone(),
-                vapid.clone(),
-                config.vapid_subject.clone(),
-                metrics.clone(),
-            )
-            .start(),
+            PushDispatcher::new(db.clone(), vapid.clone(), push_settings, metrics.clone()).start(),
         );
         let board_actors = crate::registry::Actors::default();
         let board_deps = BoardDeps {

@@ -25,6 +25,20 @@ pub struct Config {
         default_value = "mailto:admin@localhost"
     )]
     pub vapid_subject: String,
+    /// Accept and contact push endpoints on private networks, `http://` included (a push service
+    /// on the LAN, tests). Off: only `https://` endpoints on public addresses.
+    #[arg(
+        long,
+        env = "PODO_PUSH_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub push_allow_private: bool,
+    /// PEM bundle of the CAs trusted for pushes, instead of the operating system's store.
+    #[arg(long, env = "SSL_CERT_FILE")]
+    pub push_ca_file: Option<PathBuf>,
     /// IANA time zone for the calendar.
     #[arg(long, env = "PODO_TIMEZONE", default_value = "Asia/Seoul")]
     pub timezone: String,
@@ -90,6 +104,8 @@ impl Config {
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,
             vapid_subject: "mailto:admin@localhost".into(),
+            push_allow_private: false,
+            push_ca_file: None,
             timezone: "Asia/Seoul".into(),
             workers: Some(2),
             static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),

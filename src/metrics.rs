@@ -5,6 +5,45 @@ use std::time::Duration;
 
 /// Upper bounds of the batch-size histogram buckets.
 const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096];
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus histogram of durations over [`LATENCY_BUCKETS`].
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| seconds <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}",
+            self.micros.load(Relaxed) as f64 / 1e6
+        );
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -17,6 +56,9 @@ pub struct Metrics {
     pub push_notifications: AtomicU64,
     pub pushes_sent: AtomicU64,
     pub pushes_failed: AtomicU64,
+    pub pushes_blocked: AtomicU64,
+    /// From a notification's making to a push service's 2xx, per subscription.
+    pub push_delivery: LatencyHistogram,
     batches: AtomicU64,
     batches_failed: AtomicU64,
     batch_items: AtomicU64,
@@ -109,6 +151,11 @@ impl Metrics {
                 self.pushes_failed.load(Relaxed),
             ),
             (
+                "podo_pushes_blocked_total",
+                "Web pushes not sent: the endpoint resolved only to addresses the policy refuses.",
+                self.pushes_blocked.load(Relaxed),
+            ),
+            (
                 "podo_persister_batches_failed_total",
                 "Persister transactions that did not commit.",
                 self.batches_failed.load(Relaxed),
@@ -141,6 +188,11 @@ impl Metrics {
             out,
             "{name}_sum {}\n{name}_count {count}",
             self.batch_items.load(Relaxed)
+        );
+        self.push_delivery.render(
+            &mut out,
+            "podo_push_delivery_seconds",
+            "From a notification's making to its acceptance by the push service.",
         );
         let name = "podo_persister_commit_seconds_total";
         let _ = writeln!(
@@ -177,5 +229,21 @@ mod tests {
         let text = m.render();
         assert!(text.contains("podo_wal_restarts_total 1"));
         assert!(text.contains("podo_wal_restart_pause_seconds_total 0.04"));
+    }
+
+    #[test]
+    fn latencies_land_in_cumulative_buckets() {
+        let m = Metrics::default();
+        m.push_delivery.observe(Duration::from_millis(3));
+        m.push_delivery.observe(Duration::from_millis(700));
+        m.push_delivery.observe(Duration::from_secs(60));
+        let text = m.render();
+        assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"1\"} 2"));
+        assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"30\"} 2"));
+        assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("podo_push_delivery_seconds_count 3"));
+        assert!(text.contains("podo_push_delivery_seconds_sum 60.703"));
     }
 }

@@ -1,5 +1,9 @@
 //! The `podo` binary as an operator runs it: first start on an empty data directory, then
-//! SIGTERM or SIGINT stops it cleanly (exit 0), ends open streams and closes the database.
+//! SIGTERM or SIGINT stops it cleanly (exit 0), ends open streams and closes the database; web
+//! push to an HTTPS push service whose CA only `SSL_CERT_FILE` names.
+#[path = "support/push_service.rs"]
+mod push_service;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -12,11 +16,19 @@ struct Server {
 
 /// Starts `podo serve` on an ephemeral port and waits for its "listening" log line.
 fn start(data_dir: &std::path::Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+/// The same, with these environment settings.
+fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_podo"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
         .env_remove("DATABASE_URL")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("PODO_PUSH_ALLOW_PRIVATE")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,4 +201,145 @@ fn first_start_migrates_and_a_signal_stops_it_cleanly() {
             Some(Some(0))
         );
     }
+}
+
+/// Pairs a parent and a child; returns their tokens.
+fn pair(address: &str, prefix: &str) -> (String, String) {
+    let parent = member(address, &format!("{prefix}_mom"), "parent");
+    let child = member(address, &format!("{prefix}_kid"), "child");
+    let (_, invite) = post(address, "/api/family/invite", Some(&parent), "{}");
+    let code = invite["code"].as_str().expect("code");
+    let joined = post(
+        address,
+        "/api/family/join",
+        Some(&child),
+        &format!(r#"{{"code":"{code}"}}"#),
+    );
+    assert_eq!(joined.0, 200);
+    (parent, child)
+}
+
+#[actix_web::test]
+async fn pushes_reach_an_https_push_service_trusted_through_ssl_cert_file() {
+    use futures_util::{SinkExt, StreamExt};
+    use push_service::{PushService, SUBJECT, Subscriber};
+    let service = PushService::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = service.ca_file.to_str().expect("utf-8 path").to_owned();
+    let mut server = start_with(
+        &dir.path().join("data"),
+        &[
+            ("SSL_CERT_FILE", &ca_file),
+            ("PODO_PUSH_ALLOW_PRIVATE", "true"),
+            ("PODO_VAPID_SUBJECT", SUBJECT),
+        ],
+    );
+    let address = server.address.clone();
+    let (parent, child) = pair(&address, "tls");
+    let key: serde_json::Value = awc::Client::new()
+        .get(format!("http://{address}/api/push/public-key"))
+        .send()
+        .await
+        .expect("public key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["public_key"].as_str().expect("key").to_owned();
+    service.require_vapid_key(&key);
+    let parent_phone = Subscriber::new(&service.base, "p");
+    let child_phone = Subscriber::new(&service.base, "c");
+    for (token, phone) in [(&parent, &parent_phone), (&child, &child_phone)] {
+        let body = phone.json().to_string();
+        assert_eq!(
+            post(&address, "/api/push/subscriptions", Some(token), &body).0,
+            201
+        );
+    }
+
+    let (_, wish) = post(&address, "/api/wishes", Some(&child), r#"{"name":"kite"}"#);
+    let wish_id = wish["id"].as_i64().expect("wish id");
+    let board = format!(r#"{{"wish_id":{wish_id}}}"#);
+    assert_eq!(post(&address, "/api/board", Some(&parent), &board).0, 201);
+    let grant = post(
+        &address,
+        "/api/board/grant",
+        Some(&parent),
+        r#"{"count":2}"#,
+    );
+    assert_eq!(grant.0, 200);
+    let (_, mission) = post(
+        &address,
+        "/api/missions",
+        Some(&parent),
+        r#"{"title":"양치"}"#,
+    );
+    let submit = format!("/api/missions/{}/submit", mission["id"]);
+    assert_eq!(post(&address, &submit, Some(&child), "{}").0, 200);
+    let (_, mut ws) = awc::Client::new()
+        .ws(format!("ws://{address}/api/chat/ws?access_token={parent}"))
+        .connect()
+        .await
+        .expect("chat connects");
+    let send = r#"{"type":"send","client_id":"c1","text":"잘 자"}"#;
+    ws.send(awc::ws::Message::Text(send.into()))
+        .await
+        .expect("send");
+    while let Some(Ok(frame)) = ws.next().await {
+        if let awc::ws::Frame::Text(text) = frame
+            && String::from_utf8_lossy(&text).contains(r#""type":"ack""#)
+        {
+            break;
+        }
+    }
+
+    let open_all = |phone: &Subscriber, id: &str, received: Vec<push_service::Received>| {
+        let mut got: Vec<(String, String)> = received
+            .iter()
+            .map(|r| {
+                let n = phone.open(r, &key, &service.base);
+                (
+                    n["kind"].as_str().unwrap_or_default().to_owned(),
+                    n["body"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        got.sort();
+        (id.to_owned(), got)
+    };
+    let to_parent = open_all(
+        &parent_phone,
+        "parent",
+        service.wait_for("p", 2, Duration::from_secs(10)).await,
+    );
+    let to_child = open_all(
+        &child_phone,
+        "child",
+        service.wait_for("c", 3, Duration::from_secs(10)).await,
+    );
+    let pair_of = |kind: &str, body: &str| (kind.to_owned(), body.to_owned());
+    assert_eq!(
+        to_parent,
+        (
+            "parent".to_owned(),
+            vec![pair_of("mission", "양치"), pair_of("wish", "kite")]
+        )
+    );
+    assert_eq!(
+        to_child,
+        (
+            "child".to_owned(),
+            vec![
+                pair_of("chat", "잘 자"),
+                pair_of("grant", "포도알 2개"),
+                pair_of("mission", "양치")
+            ]
+        )
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    assert_eq!(
+        wait_for_exit(&mut server.child, Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
 }

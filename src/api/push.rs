@@ -2,7 +2,7 @@
 use actix_web::{HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{OnConflict, Order, Query};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,12 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model;
+use crate::push::endpoint::EndpointPolicy;
 use crate::store::entities::push_subscription;
+
+/// Subscriptions one user keeps (phones, browsers); a new one past this replaces their oldest,
+/// so that the per-user delivery work stays bounded and a new phone is never an error.
+pub const MAX_SUBSCRIPTIONS_PER_USER: u64 = 10;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/push/public-key", web::get().to(public_key))
@@ -57,7 +62,8 @@ struct Keys {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = PushSubscription)]
 struct Subscription {
-    /// The push service URL (absolute http(s)).
+    /// The push service URL: `https://` on a public host (any http(s) URL with
+    /// `PODO_PUSH_ALLOW_PRIVATE=true`).
     #[schema(value_type = String, format = "uri")]
     endpoint: Option<String>,
     #[schema(value_type = Keys)]
@@ -78,7 +84,7 @@ fn decode(value: &str) -> Option<Vec<u8>> {
     security(("bearer" = [])),
     request_body = Subscription,
     responses(
-        (status = 201, description = "Stored (an upsert by endpoint)"),
+        (status = 201, description = "Stored (an upsert by endpoint); past 10 subscriptions the user's oldest is removed"),
         (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -95,11 +101,15 @@ async fn subscribe(
     let (p256dh, auth) = body.keys.map_or((None, None), |k| (k.p256dh, k.auth));
     let (p256dh, auth) = (p256dh.unwrap_or_default(), auth.unwrap_or_default());
     let mut errors = FieldErrors::default();
-    errors.check(
-        is_http_url(&endpoint),
-        "endpoint",
-        "an absolute http(s) URL",
-    );
+    let policy = EndpointPolicy::new(state.config.push_allow_private);
+    match policy.check(&endpoint) {
+        Ok(()) => errors.check(
+            is_http_url(&endpoint),
+            "endpoint",
+            "an absolute URL of at most 2048 bytes without blanks",
+        ),
+        Err(why) => errors.check(false, "endpoint", why),
+    }
     errors.check(
         decode(&p256dh).is_some_and(|k| k.len() == 65 && k[0] == 4),
         "keys.p256dh",
@@ -120,7 +130,7 @@ async fn subscribe(
         ..Default::default()
     };
     // Upsert by endpoint: a browser re-subscribing (or another user on the same browser) takes
-    // the endpoint over.
+    // the endpoint over, and it counts as the newest.
     let stored = push_subscription::Entity::insert(row)
         .on_conflict(
             OnConflict::column(push_subscription::Column::Endpoint)
@@ -128,15 +138,46 @@ async fn subscribe(
                     push_subscription::Column::UserId,
                     push_subscription::Column::P256dh,
                     push_subscription::Column::Auth,
+                    push_subscription::Column::CreatedAt,
                 ])
                 .to_owned(),
         )
         .exec(&state.db.write)
         .await;
-    // Also after an error: the statement may have taken effect.
+    let trimmed = match stored {
+        Ok(_) => keep_newest(&state, member.id).await,
+        Err(err) => Err(err),
+    };
+    // Also after an error: the statements may have taken effect.
     state.push.subscriptions_changed();
-    stored?;
+    trimmed?;
     Ok(HttpResponse::Created().finish())
+}
+
+/// Removes the user's subscriptions beyond the newest [`MAX_SUBSCRIPTIONS_PER_USER`], in one
+/// statement (concurrent subscribes of one user agree on which are oldest).
+async fn keep_newest(state: &AppState, user_id: i64) -> Result<(), sea_orm::DbErr> {
+    use push_subscription::Column;
+    let newest = Query::select()
+        .column(Column::Id)
+        .from(push_subscription::Entity)
+        .and_where(Column::UserId.eq(user_id))
+        .order_by(Column::CreatedAt, Order::Desc)
+        .order_by(Column::Id, Order::Desc)
+        .limit(MAX_SUBSCRIPTIONS_PER_USER)
+        .to_owned();
+    let removed = push_subscription::Entity::delete_many()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::Id.not_in_subquery(newest))
+        .exec(&state.db.write)
+        .await?;
+    if removed.rows_affected > 0 {
+        log::info!(
+            "push: user {user_id} has a new subscription; removed their {} oldest",
+            removed.rows_affected
+        );
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -1,7 +1,13 @@
 //! The push dispatcher actor: off the request path, it looks up a user's subscriptions, encrypts
-//! and signs each notification, and sends it with a shared HTTP client and bounded concurrency.
-//! Other failures are retried (3 tries, 1 s then 3 s apart); a 404 or 410 deletes the
-//! subscription. Nothing here can delay or fail the action that triggered the push.
+//! and signs each notification, and sends it over HTTPS with a shared HTTP client and bounded
+//! concurrency. A 404 or 410 deletes the subscription; an endpoint that the policy refuses at
+//! delivery (its name resolves only to private addresses) is counted as blocked and kept; other
+//! failures are retried (3 tries, 1 s then 3 s apart). Nothing here can delay or fail the action
+//! that triggered the push.
+//!
+//! Fairness: all deliveries share [`CONCURRENCY`] slots, and one user holds at most
+//! [`PER_USER_IN_FLIGHT`] of them, so a user whose endpoints hang (up to 10 s each) slows only
+//! their own notifications, never another family's.
 //!
 //! A user's notifications leave in the order they were made: the next one starts once every
 //! subscription has had its first try at the one before. Retries run on their own, so a failing
@@ -23,14 +29,20 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::Semaphore;
 use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
 
+use super::endpoint::{EndpointPolicy, Route, Unroutable};
 use super::{Notification, VapidKeys};
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::entities::push_subscription;
 
-/// Deliveries in flight at once.
+/// Deliveries in flight at once, all users together.
 const CONCURRENCY: usize = 64;
+/// Deliveries in flight at once for one user (of their at most 10 subscriptions).
+pub const PER_USER_IN_FLIGHT: usize = 4;
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+/// TCP connect, and separately the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole request, from asking for a connection to the answer's status line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Notifications that may wait behind a user's current one; beyond it the oldest is dropped
 /// (a device that cannot keep up gets the newest news).
@@ -57,16 +69,42 @@ pub struct SubscriptionsChanged;
 pub struct PushDispatcher {
     shared: Rc<Shared>,
     /// Users with a notification on its way, and the ones waiting behind it, oldest first.
-    waiting: HashMap<i64, VecDeque<Notification>>,
+    waiting: HashMap<i64, VecDeque<Queued>>,
+}
+
+/// A notification and when it was made, for the delivery-latency histogram.
+struct Queued {
+    notification: Notification,
+    made_at: Instant,
+}
+
+/// What every try of one notification to one subscription shares.
+struct Delivery {
+    user_id: i64,
+    subscription: push_subscription::Model,
+    notification: Rc<Notification>,
+    payload: Rc<Vec<u8>>,
+    made_at: Instant,
+}
+
+/// What the dispatcher needs besides the database and the keys.
+pub struct PushSettings {
+    /// VAPID `sub` claim.
+    pub subject: String,
+    pub policy: EndpointPolicy,
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 struct Shared {
     db: Db,
     keys: VapidKeys,
     subject: String,
+    policy: EndpointPolicy,
     metrics: Arc<Metrics>,
     client: awc::Client,
     permits: Semaphore,
+    /// Each user's share of `permits`; swept when unused.
+    per_user: RefCell<HashMap<i64, Rc<Semaphore>>>,
     subscriptions: RefCell<HashMap<i64, Cached>>,
     /// Bumped whenever the cache is cleared, so that a read begun before a change is not kept.
     generation: Cell<u64>,
@@ -111,8 +149,16 @@ impl Shared {
 }
 
 impl PushDispatcher {
-    pub fn new(db: Db, keys: VapidKeys, subject: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(db: Db, keys: VapidKeys, settings: PushSettings, metrics: Arc<Metrics>) -> Self {
+        let connector = awc::Connector::new()
+            .rustls_0_23(settings.tls)
+            .timeout(CONNECT_TIMEOUT)
+            .handshake_timeout(CONNECT_TIMEOUT)
+            // More connections than deliveries in flight, so that idle kept-alive ones to other
+            // push services never make a delivery wait.
+            .limit(2 * CONCURRENCY);
         let client = awc::Client::builder()
+            .connector(connector)
             .timeout(REQUEST_TIMEOUT)
             .disable_redirects()
             .finish();
@@ -120,10 +166,12 @@ impl PushDispatcher {
             shared: Rc::new(Shared {
                 db,
                 keys,
-                subject,
+                subject: settings.subject,
+                policy: settings.policy,
                 metrics,
                 client,
                 permits: Semaphore::new(CONCURRENCY),
+                per_user: RefCell::default(),
                 subscriptions: RefCell::default(),
                 generation: Cell::new(0),
             }),
@@ -132,7 +180,7 @@ impl PushDispatcher {
     }
 
     /// Sends `notification` to every subscription of `user_id`, then the user's next waiting one.
-    fn send(&mut self, user_id: i64, notification: Notification, ctx: &mut Context<Self>) {
+    fn send(&mut self, user_id: i64, notification: Queued, ctx: &mut Context<Self>) {
         ctx.spawn(
             first_tries(self.shared.clone(), user_id, notification)
                 .into_actor(self)
@@ -157,6 +205,11 @@ impl Actor for PushDispatcher {
                 .subscriptions
                 .borrow_mut()
                 .retain(|_, cached| cached.read_at.elapsed() < SUBSCRIPTIONS_TTL);
+            // Held by nobody but the map: nothing of that user's is in flight or waiting.
+            act.shared
+                .per_user
+                .borrow_mut()
+                .retain(|_, slots| Rc::strong_count(slots) > 1);
         });
     }
 }
@@ -173,6 +226,10 @@ impl Handler<Notify> for PushDispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) {
+        let queued = Queued {
+            notification: msg.notification,
+            made_at: Instant::now(),
+        };
         match self.waiting.entry(msg.user_id) {
             Entry::Occupied(mut queue) => {
                 let queue = queue.get_mut();
@@ -184,11 +241,11 @@ impl Handler<Notify> for PushDispatcher {
                         msg.user_id
                     );
                 }
-                queue.push_back(msg.notification);
+                queue.push_back(queued);
             }
             Entry::Vacant(slot) => {
                 slot.insert(VecDeque::new());
-                self.send(msg.user_id, msg.notification, ctx);
+                self.send(msg.user_id, queued, ctx);
             }
         }
     }
@@ -196,22 +253,26 @@ impl Handler<Notify> for PushDispatcher {
 
 /// Gives each of the user's subscriptions its first try at `notification`; what must be retried
 /// is left to a task of its own.
-async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notification) {
+async fn first_tries(shared: Rc<Shared>, user_id: i64, queued: Queued) {
     let subscriptions = match shared.subscriptions_of(user_id).await {
         Ok(subscriptions) => subscriptions,
         Err(err) => return log::error!("push: subscriptions of user {user_id} unreadable: {err}"),
     };
-    let payload = match serde_json::to_vec(&notification) {
-        Ok(payload) => Rc::new(payload),
-        Err(err) => return log::error!("push: payload did not serialize: {err}"),
-    };
+    let notification = Rc::new(queued.notification);
+    let payload = Rc::new(notification.payload());
     shared.metrics.push_notifications.fetch_add(1, Relaxed);
     let tries = subscriptions.iter().map(|subscription| {
         let shared = shared.clone();
-        let payload = payload.clone();
+        let delivery = Delivery {
+            user_id,
+            subscription: subscription.clone(),
+            notification: notification.clone(),
+            payload: payload.clone(),
+            made_at: queued.made_at,
+        };
         async move {
-            if let Some(why) = attempt(&shared, subscription, &payload, 0).await {
-                actix_web::rt::spawn(retry(shared, subscription.clone(), payload, why));
+            if let Some(why) = attempt(&shared, &delivery, 0).await {
+                actix_web::rt::spawn(retry(shared, delivery, why));
             }
         }
     });
@@ -221,23 +282,33 @@ async fn first_tries(shared: Rc<Shared>, user_id: i64, notification: Notificatio
 enum Outcome {
     Delivered,
     Gone,
+    Blocked(String),
     Retry(String),
 }
 
 /// One try; `Some(reason)` when it should be tried again.
-async fn attempt(
-    shared: &Shared,
-    subscription: &push_subscription::Model,
-    payload: &[u8],
-    tried_before: usize,
-) -> Option<String> {
-    let outcome = match shared.permits.acquire().await {
-        Ok(_permit) => send_once(shared, subscription, payload).await,
+async fn attempt(shared: &Shared, delivery: &Delivery, tried_before: usize) -> Option<String> {
+    let user_slots = shared
+        .per_user
+        .borrow_mut()
+        .entry(delivery.user_id)
+        .or_insert_with(|| Rc::new(Semaphore::new(PER_USER_IN_FLIGHT)))
+        .clone();
+    let outcome = match user_slots.acquire().await {
+        Ok(_user_permit) => match shared.permits.acquire().await {
+            Ok(_permit) => send_once(shared, delivery).await,
+            Err(_) => return None,
+        },
         Err(_) => return None,
     };
+    let subscription = &delivery.subscription;
     match outcome {
         Outcome::Delivered => {
             shared.metrics.pushes_sent.fetch_add(1, Relaxed);
+            shared
+                .metrics
+                .push_delivery
+                .observe(delivery.made_at.elapsed());
             None
         }
         Outcome::Gone => {
@@ -258,6 +329,15 @@ async fn attempt(
             }
             None
         }
+        Outcome::Blocked(why) => {
+            log::warn!(
+                "push: not contacting subscription {} of user {}: {why}",
+                subscription.id,
+                delivery.user_id
+            );
+            shared.metrics.pushes_blocked.fetch_add(1, Relaxed);
+            None
+        }
         Outcome::Retry(why) => {
             log::warn!(
                 "push: try {} to subscription {} failed: {why}",
@@ -270,33 +350,35 @@ async fn attempt(
 }
 
 /// The tries after the first, `RETRY_DELAYS` apart.
-async fn retry(
-    shared: Rc<Shared>,
-    subscription: push_subscription::Model,
-    payload: Rc<Vec<u8>>,
-    mut why: String,
-) {
+async fn retry(shared: Rc<Shared>, delivery: Delivery, mut why: String) {
     for (tried, delay) in RETRY_DELAYS.into_iter().enumerate() {
         tokio::time::sleep(delay).await;
-        match attempt(&shared, &subscription, &payload, tried + 1).await {
+        match attempt(&shared, &delivery, tried + 1).await {
             Some(again) => why = again,
             None => return,
         }
     }
-    log::warn!("push: gave up on subscription {}: {why}", subscription.id);
+    log::warn!(
+        "push: gave up on subscription {}: {why}",
+        delivery.subscription.id
+    );
     shared.metrics.pushes_failed.fetch_add(1, Relaxed);
 }
 
-async fn send_once(
-    shared: &Shared,
-    subscription: &push_subscription::Model,
-    payload: &[u8],
-) -> Outcome {
-    let request = match build_request(shared, subscription, payload) {
+async fn send_once(shared: &Shared, delivery: &Delivery) -> Outcome {
+    let route = match shared.policy.resolve(&delivery.subscription.endpoint).await {
+        Ok(route) => route,
+        Err(Unroutable::Blocked(why)) => return Outcome::Blocked(why),
+        Err(Unroutable::Unresolved(why)) => return Outcome::Retry(why),
+    };
+    let request = match build_request(shared, delivery) {
         Ok(request) => request,
         Err(err) => return Outcome::Retry(format!("could not build the request: {err}")),
     };
     let mut client_request = shared.client.post(request.endpoint);
+    if let Route::Address(address) = route {
+        client_request = client_request.address(address);
+    }
     for (name, value) in request.headers {
         client_request = client_request.insert_header((name, value));
     }
@@ -318,9 +400,9 @@ struct PushRequest {
 /// port included (web-push's default drops a non-default port, which push services reject).
 fn build_request(
     shared: &Shared,
-    subscription: &push_subscription::Model,
-    payload: &[u8],
+    delivery: &Delivery,
 ) -> Result<PushRequest, web_push::WebPushError> {
+    let subscription = &delivery.subscription;
     let info = SubscriptionInfo::new(
         subscription.endpoint.as_str(),
         subscription.p256dh.as_str(),
@@ -337,8 +419,12 @@ fn build_request(
         (chrono::Utc::now().timestamp() + VAPID_LIFETIME_SECS) as u64,
     );
     let mut message = WebPushMessageBuilder::new(&info);
-    message.set_payload(ContentEncoding::Aes128Gcm, payload);
+    message.set_payload(ContentEncoding::Aes128Gcm, &delivery.payload);
     message.set_ttl(TTL);
+    message.set_urgency(delivery.notification.urgency());
+    if let Some(topic) = delivery.notification.topic() {
+        message.set_topic(topic.to_owned());
+    }
     message.set_vapid_signature(signer.build()?);
     let request = web_push::request_builder::build_request::<Vec<u8>>(message.build()?);
     Ok(PushRequest {

@@ -1,13 +1,22 @@
 //! Web push (RFC 8291 aes128gcm payloads, RFC 8292 VAPID): the keys, the texts of every trigger,
-//! and the dispatcher that delivers off the request path.
+//! the endpoint policy, TLS, and the dispatcher that delivers off the request path.
 pub mod dispatcher;
+pub mod endpoint;
 pub mod keys;
+pub mod tls;
 
 use actix::Addr;
 use serde::Serialize;
 
-pub use dispatcher::{Notify, PushDispatcher, SubscriptionsChanged};
+pub use dispatcher::{Notify, PushDispatcher, PushSettings, SubscriptionsChanged};
 pub use keys::VapidKeys;
+
+/// The largest JSON payload podo encrypts: web-push's own limit, so that the aes128gcm record
+/// (86 bytes of header, the payload, a padding delimiter and a 16-byte tag: 3,155 bytes at most)
+/// stays well within the 4,096 bytes that FCM and Mozilla's autopush accept.
+pub const MAX_PAYLOAD: usize = 3052;
+/// Ends a body that was cut to fit [`MAX_PAYLOAD`].
+const ELLIPSIS: char = '…';
 
 /// A notification as the service worker receives it (API.md "Web push").
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -75,6 +84,54 @@ impl Notification {
     }
 }
 
+impl Notification {
+    /// The JSON payload, the body cut at a character boundary and ended with `…` where the whole
+    /// would not fit in [`MAX_PAYLOAD`] bytes.
+    pub fn payload(&self) -> Vec<u8> {
+        let encode =
+            |notification: &Notification| serde_json::to_vec(notification).unwrap_or_default();
+        let whole = encode(self);
+        if whole.len() <= MAX_PAYLOAD {
+            return whole;
+        }
+        let ends: Vec<usize> = self.body.char_indices().map(|(at, _)| at).collect();
+        let cut_at = |chars: usize| {
+            let mut cut = self.clone();
+            cut.body.truncate(ends[chars]);
+            cut.body.push(ELLIPSIS);
+            encode(&cut)
+        };
+        // The longest prefix that fits: at least none of it (titles are short constants).
+        let (mut fits, mut too_long) = (0, ends.len());
+        while too_long - fits > 1 {
+            let middle = (fits + too_long) / 2;
+            if cut_at(middle).len() <= MAX_PAYLOAD {
+                fits = middle;
+            } else {
+                too_long = middle;
+            }
+        }
+        cut_at(fits)
+    }
+
+    /// RFC 8030 `Urgency`: a chat message is wanted now; the rest may wait for a good moment.
+    pub fn urgency(&self) -> web_push::Urgency {
+        match self.kind {
+            "chat" => web_push::Urgency::High,
+            _ => web_push::Urgency::Normal,
+        }
+    }
+
+    /// RFC 8030 `Topic`: a newer grant or wish notice replaces one still undelivered; every
+    /// chat message and mission step is kept.
+    pub fn topic(&self) -> Option<&'static str> {
+        match self.kind {
+            "grant" | "wish" => Some(self.kind),
+            _ => None,
+        }
+    }
+}
+
 const GRANTED_TITLE: &str = "포도알이 발급되었어요! 지금 확인해보세요.";
 
 /// The handle the rest of the server uses: fire and forget, never waits on delivery.
@@ -116,5 +173,42 @@ mod tests {
             "안녕 /static/media"
         );
         assert_eq!(Notification::grapes_granted(3).body, "포도알 3개");
+    }
+
+    #[test]
+    fn long_bodies_are_cut_to_fit() {
+        let short = Notification::chat("안녕");
+        assert_eq!(
+            short.payload(),
+            serde_json::to_vec(&short).unwrap(),
+            "a short one is whole"
+        );
+        for text in ["가".repeat(2000), "a".repeat(5000), "\"\\\n".repeat(1500)] {
+            let payload = Notification::chat(&text).payload();
+            assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
+            let back: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            let body = back["body"].as_str().unwrap();
+            let kept = body.strip_suffix('…').expect("ends with …");
+            assert!(text.starts_with(kept));
+            // Not shorter than it need be: one more character would not fit.
+            assert!(
+                payload.len() + 8 > MAX_PAYLOAD,
+                "{} bytes left unused",
+                MAX_PAYLOAD - payload.len()
+            );
+        }
+    }
+
+    #[test]
+    fn urgency_and_topic_follow_the_kind() {
+        assert_eq!(Notification::chat("x").urgency(), web_push::Urgency::High);
+        assert_eq!(Notification::chat("x").topic(), None);
+        assert_eq!(
+            Notification::grapes_granted(1).urgency(),
+            web_push::Urgency::Normal
+        );
+        assert_eq!(Notification::grapes_granted(1).topic(), Some("grant"));
+        assert_eq!(Notification::wish_created("a").topic(), Some("wish"));
+        assert_eq!(Notification::mission_created("a").topic(), None);
     }
 }

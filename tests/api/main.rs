@@ -8,5 +8,7 @@ mod missions;
 mod openapi;
 mod pairing;
 mod push;
+#[path = "../support/push_service.rs"]
+mod push_service;
 mod sse;
 mod wishes;

@@ -1,145 +1,28 @@
-//! Web push through a real test push service: it checks each request's VAPID JWT against the
-//! server's public key and decrypts the body with the subscriber's private key (RFC 8291).
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! Web push through a test push service that checks what the real ones check (see
+//! tests/support/push_service.rs): HTTPS with a CA made by the test, trusted by the server only
+//! because `push_ca_file` (`SSL_CERT_FILE`) names it; VAPID; bodies decrypted with the
+//! subscriber's key.
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use awc::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 
-use crate::helpers::{Member, TestApp, spawn_app_with};
+use crate::helpers::{Member, TestApp, error_code, spawn_app_with};
+use crate::push_service::{Behaviour, BlackHole, PushService, SUBJECT, Subscriber};
 
-const SUBJECT: &str = "mailto:ops@podo.example";
 const WAIT: Duration = Duration::from_secs(5);
 
-/// What the push service does for one endpoint: answer these statuses in turn (then 201), or hang.
-#[derive(Clone, Default)]
-struct Behaviour {
-    statuses: VecDeque<u16>,
-    hang: bool,
+/// The server's side of a subscription: what the web client does with `PushSubscription`.
+trait Subscribe {
+    async fn subscribe(&self, app: &TestApp, member: &Member);
+    async fn unsubscribe(&self, app: &TestApp, member: &Member);
 }
 
-#[derive(Clone, Debug)]
-struct Received {
-    endpoint: String,
-    authorization: String,
-    ttl: Option<String>,
-    encoding: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Clone, Default)]
-struct PushService {
-    behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-async fn receive(
-    req: HttpRequest,
-    body: web::Bytes,
-    service: web::Data<PushService>,
-) -> HttpResponse {
-    let endpoint = req.match_info().get("id").unwrap_or_default().to_owned();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    service.received.lock().unwrap().push(Received {
-        endpoint: endpoint.clone(),
-        authorization: header("authorization").unwrap_or_default(),
-        ttl: header("ttl"),
-        encoding: header("content-encoding"),
-        body: body.to_vec(),
-    });
-    let (status, hang) = {
-        let mut behaviours = service.behaviours.lock().unwrap();
-        let behaviour = behaviours.entry(endpoint).or_default();
-        (
-            behaviour.statuses.pop_front().unwrap_or(201),
-            behaviour.hang,
-        )
-    };
-    if hang {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    }
-    HttpResponse::build(StatusCode::from_u16(status).unwrap()).finish()
-}
-
-impl PushService {
-    async fn start() -> (PushService, String) {
-        let service = PushService::default();
-        let data = web::Data::new(service.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/push/{id}", web::post().to(receive))
-        })
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let base = format!("http://{}", server.addrs()[0]);
-        actix_web::rt::spawn(server.run());
-        (service, base)
-    }
-
-    fn behave(&self, id: &str, behaviour: Behaviour) {
-        self.behaviours
-            .lock()
-            .unwrap()
-            .insert(id.to_owned(), behaviour);
-    }
-
-    fn received(&self, id: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.endpoint == id)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `id` has received `n` requests (or `wait` passes); returns what it received.
-    async fn wait_for(&self, id: &str, n: usize, wait: Duration) -> Vec<Received> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            let got = self.received(id);
-            if got.len() >= n || std::time::Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A browser's push subscription: its key pair and auth secret.
-struct Subscriber {
-    endpoint: String,
-    keys: ece::EcKeyComponents,
-    p256dh: String,
-    auth: [u8; 16],
-}
-
-impl Subscriber {
-    fn new(base: &str, id: &str) -> Subscriber {
-        let (pair, auth) = ece::generate_keypair_and_auth_secret().unwrap();
-        Subscriber {
-            endpoint: format!("{base}/push/{id}"),
-            keys: pair.raw_components().unwrap(),
-            p256dh: URL_SAFE_NO_PAD.encode(pair.pub_as_raw().unwrap()),
-            auth,
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": URL_SAFE_NO_PAD.encode(self.auth)}})
-    }
-
+impl Subscribe for Subscriber {
     async fn subscribe(&self, app: &TestApp, member: &Member) {
         let (status, body) = app
             .post("/api/push/subscriptions", &member.token, self.json())
@@ -158,58 +41,34 @@ impl Subscriber {
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     }
-
-    /// Checks the request like a push service does, then decrypts the notification.
-    fn open(&self, request: &Received, public_key: &str, push_base: &str) -> Value {
-        assert_eq!(request.encoding.as_deref(), Some("aes128gcm"));
-        assert!(
-            request
-                .ttl
-                .as_deref()
-                .is_some_and(|t| t.parse::<u64>().is_ok()),
-            "TTL header"
-        );
-        let (token, key) = parse_vapid(&request.authorization);
-        assert_eq!(key, public_key, "k= is the server's VAPID key");
-        let point = URL_SAFE_NO_PAD.decode(&key).unwrap();
-        let decoding = jsonwebtoken::DecodingKey::from_ec_components(
-            &URL_SAFE_NO_PAD.encode(&point[1..33]),
-            &URL_SAFE_NO_PAD.encode(&point[33..65]),
-        )
-        .unwrap();
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-        validation.set_audience(&[push_base]);
-        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<Value>(&token, &decoding, &validation)
-            .expect("a VAPID JWT signed with the server's key, for this origin")
-            .claims;
-        assert_eq!(claims["aud"], push_base, "aud keeps the port");
-        assert_eq!(claims["sub"], SUBJECT);
-        let exp = claims["exp"].as_i64().unwrap();
-        let now = chrono::Utc::now().timestamp();
-        assert!(
-            exp > now && exp <= now + 12 * 3600,
-            "exp at most 12 h ahead: {}",
-            exp - now
-        );
-        let plain = ece::decrypt(&self.keys, &self.auth, &request.body).expect("aes128gcm body");
-        serde_json::from_slice(&plain).unwrap()
-    }
 }
 
-fn parse_vapid(header: &str) -> (String, String) {
-    let rest = header.strip_prefix("vapid ").expect("vapid scheme");
-    let mut token = String::new();
-    let mut key = String::new();
-    for part in rest.split(',') {
-        let (name, value) = part.trim().split_once('=').unwrap();
-        match name {
-            "t" => token = value.to_owned(),
-            "k" => key = value.to_owned(),
-            _ => {}
-        }
-    }
-    (token, key)
+async fn subscriptions_of(app: &TestApp, user_id: i64) -> Vec<String> {
+    use podo::store::entities::push_subscription;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let db = podo::store::Db::connect(&app.config.database_url())
+        .await
+        .unwrap();
+    push_subscription::Entity::find()
+        .filter(push_subscription::Column::UserId.eq(user_id))
+        .order_by_asc(push_subscription::Column::Id)
+        .all(&db.read)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.endpoint)
+        .collect()
+}
+
+/// A server that may use private push endpoints and trusts the test push service's CA.
+async fn push_app(service: &PushService) -> TestApp {
+    let ca_file = service.ca_file.clone();
+    spawn_app_with(|c| {
+        c.vapid_subject = SUBJECT.into();
+        c.push_allow_private = true;
+        c.push_ca_file = Some(ca_file);
+    })
+    .await
 }
 
 async fn setup(
@@ -221,12 +80,14 @@ async fn setup(
     String,
     String,
 ) {
-    let app = spawn_app_with(|c| c.vapid_subject = SUBJECT.into()).await;
+    let service = PushService::start().await;
+    let app = push_app(&service).await;
     let fam = app.family(prefix).await;
-    let (service, base) = PushService::start().await;
     let (_, key) = app.request("GET", "/api/push/public-key", None, None).await;
     let public_key = key["public_key"].as_str().unwrap().to_owned();
     assert_eq!(URL_SAFE_NO_PAD.decode(&public_key).unwrap().len(), 65);
+    service.require_vapid_key(&public_key);
+    let base = service.base.clone();
     (app, fam, service, base, public_key)
 }
 
@@ -429,7 +290,6 @@ async fn subscriptions_are_validated_and_upserted_by_endpoint() {
     let db = podo::store::Db::connect(&app.config.database_url())
         .await
         .unwrap();
-    use sea_orm::{EntityTrait, PaginatorTrait};
     let rows = podo::store::entities::push_subscription::Entity::find()
         .all(&db.read)
         .await
@@ -490,7 +350,7 @@ async fn pushes_follow_subscribe_takeover_and_unsubscribe_at_once() {
 
 #[actix_web::test]
 async fn the_vapid_key_is_the_same_after_a_restart() {
-    let (mut app, _, _, _, key) = setup("push_keys").await;
+    let (mut app, _, _service, _, key) = setup("push_keys").await;
     app.restart().await;
     let (_, again) = app.request("GET", "/api/push/public-key", None, None).await;
     assert_eq!(again["public_key"], key);
@@ -585,4 +445,283 @@ async fn every_mission_step_pushes_the_other_member() {
         kind_of("포도알이 발급되었어요! 지금 확인해보세요."),
         Some(json!("grant"))
     );
+}
+
+#[actix_web::test]
+async fn pushes_go_over_https_and_http2_with_urgency_and_topic() {
+    let (app, fam, service, base, key) = setup("push_tls").await;
+    let child_phone = Subscriber::new(&base, "tls-child");
+    child_phone.subscribe(&app, &fam.child).await;
+    app.open_board(&fam, 10).await;
+    app.post("/api/board/grant", &fam.parent.token, json!({"count": 2}))
+        .await;
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    parent.send_message("t1", "안녕").await;
+    let got = service.wait_for("tls-child", 2, WAIT).await;
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.http2), "HTTP/2 negotiated by ALPN");
+    // `open` checks Urgency (high for chat) and Topic (grants and wishes only).
+    let kinds: Vec<Value> = got
+        .iter()
+        .map(|r| child_phone.open(r, &key, &base)["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("grant"), json!("chat")]);
+}
+
+#[actix_web::test]
+async fn a_server_that_does_not_trust_the_ca_delivers_nothing() {
+    let service = PushService::start().await;
+    // Private endpoints allowed, but the test CA is not trusted: the TLS handshake must fail.
+    let app = spawn_app_with(|c| c.push_allow_private = true).await;
+    let fam = app.family("push_untrusted").await;
+    Subscriber::new(&service.base, "untrusted")
+        .subscribe(&app, &fam.child)
+        .await;
+    app.open_board(&fam, 10).await;
+    app.post("/api/board/grant", &fam.parent.token, json!({"count": 1}))
+        .await;
+    // Three tries, about 1 s and 3 s apart, then given up.
+    let failed = app.wait_for_metric("podo_pushes_failed_total", 1.0).await;
+    assert_eq!(failed, 1.0);
+    assert_eq!(service.received_total(), 0, "no request got through");
+    assert_eq!(app.metric("podo_pushes_sent_total").await, 0.0);
+}
+
+/// Endpoints a user may register by default, and the ones refused (docs/API.md "Web push").
+const REFUSED: [&str; 24] = [
+    "http://127.0.0.1:9/x",
+    "http://fcm.googleapis.com/fcm/send/x",
+    "https://127.0.0.1/x",
+    "https://10.1.2.3/x",
+    "https://172.16.0.1/x",
+    "https://192.168.1.1/x",
+    "https://169.254.169.254/latest",
+    "https://100.64.0.1/x",
+    "https://0.0.0.0/x",
+    "https://224.0.0.1/x",
+    "https://192.0.2.1/x",
+    "https://198.51.100.1/x",
+    "https://2130706433/x",
+    "https://[::1]/x",
+    "https://[::]/x",
+    "https://[::ffff:127.0.0.1]/x",
+    "https://[::ffff:a9fe:a9fe]/latest",
+    "https://[fe80::1]/x",
+    "https://[fd00::1]/x",
+    "https://[ff02::1]/x",
+    "https://[2001:db8::1]/x",
+    "https://localhost:8443/x",
+    "https://push.internal/x",
+    "https://user:secret@fcm.googleapis.com/x",
+];
+const ALLOWED: [&str; 5] = [
+    "https://fcm.googleapis.com/fcm/send/abc",
+    "https://updates.push.services.mozilla.com/wpush/v2/abc",
+    "https://web.push.apple.com/QGx",
+    "https://8.8.8.8/x",
+    "https://[2a00:1450:4001::1]:8443/x",
+];
+
+async fn subscribe_status(app: &TestApp, member: &Member, endpoint: &str) -> (StatusCode, Value) {
+    let mut body = Subscriber::new("https://unused", "x").json();
+    body["endpoint"] = json!(endpoint);
+    app.post("/api/push/subscriptions", &member.token, body)
+        .await
+}
+
+#[actix_web::test]
+async fn the_endpoint_policy_refuses_plain_and_private_endpoints() {
+    let strict = spawn_app_with(|_| {}).await;
+    let member = strict.member("policy_kid", "child").await;
+    for endpoint in REFUSED {
+        let (status, body) = subscribe_status(&strict, &member, endpoint).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{endpoint}: {body}"
+        );
+        assert_eq!(error_code(&body), "validation_failed");
+        assert!(body["fields"]["endpoint"].is_string(), "{endpoint}: {body}");
+    }
+    for endpoint in ALLOWED {
+        let (status, body) = subscribe_status(&strict, &member, endpoint).await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}: {body}");
+    }
+
+    // PODO_PUSH_ALLOW_PRIVATE lifts both rules; a URL must still be an http(s) URL.
+    let lan = spawn_app_with(|c| c.push_allow_private = true).await;
+    let member = lan.member("policy_lan", "child").await;
+    for endpoint in REFUSED.iter().filter(|e| !e.contains('@')).chain(&ALLOWED) {
+        let (status, body) = subscribe_status(&lan, &member, endpoint).await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}: {body}");
+    }
+    for endpoint in ["ftp://127.0.0.1/x", "https://", "localhost/x"] {
+        let (status, body) = subscribe_status(&lan, &member, endpoint).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{endpoint}: {body}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_stored_private_endpoint_is_never_contacted_and_is_kept() {
+    use podo::store::entities::push_subscription;
+    use sea_orm::{ActiveModelTrait, Set};
+    let service = PushService::start().await;
+    let ca_file = service.ca_file.clone();
+    // The policy is on, and the server would trust the service: only the policy can stop it.
+    let app = spawn_app_with(|c| {
+        c.vapid_subject = SUBJECT.into();
+        c.push_ca_file = Some(ca_file);
+    })
+    .await;
+    let fam = app.family("push_blocked").await;
+    // Stored before the policy existed (or by a name that now resolves to 127.0.0.1).
+    let legacy = Subscriber::new(&service.base, "legacy");
+    let keys = legacy.json()["keys"].clone();
+    let db = podo::store::Db::connect(&app.config.database_url())
+        .await
+        .unwrap();
+    push_subscription::ActiveModel {
+        user_id: Set(fam.child.id),
+        endpoint: Set(legacy.endpoint.clone()),
+        p256dh: Set(keys["p256dh"].as_str().unwrap().to_owned()),
+        auth: Set(keys["auth"].as_str().unwrap().to_owned()),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(&db.write)
+    .await
+    .unwrap();
+    app.open_board(&fam, 10).await;
+    app.post("/api/board/grant", &fam.parent.token, json!({"count": 1}))
+        .await;
+    let blocked = app.wait_for_metric("podo_pushes_blocked_total", 1.0).await;
+    assert_eq!(blocked, 1.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(service.received_total(), 0, "never contacted");
+    assert_eq!(app.metric("podo_pushes_failed_total").await, 0.0);
+    assert_eq!(
+        subscriptions_of(&app, fam.child.id).await,
+        [legacy.endpoint],
+        "the subscription is kept"
+    );
+}
+
+#[actix_web::test]
+async fn a_long_korean_message_is_cut_to_fit_one_record() {
+    let (app, fam, service, base, key) = setup("push_long").await;
+    let phone = Subscriber::new(&base, "long-phone");
+    phone.subscribe(&app, &fam.child).await;
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    let text = "포도".repeat(1000); // 2,000 characters, 6,000 bytes of UTF-8
+    parent.send_message("long", &text).await;
+    parent.expect("ack", WAIT).await;
+    let got = service.wait_for("long-phone", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "it arrives");
+    assert!(
+        got[0].body.len() <= 4096,
+        "record of {} bytes",
+        got[0].body.len()
+    );
+    let notification = phone.open(&got[0], &key, &base);
+    let body = notification["body"].as_str().unwrap();
+    let kept = body.strip_suffix('…').expect("ends with …");
+    assert!(text.starts_with(kept), "cut at a character boundary");
+    assert!(
+        kept.chars().count() > 900,
+        "as much as fits: {} characters",
+        kept.chars().count()
+    );
+    // The message itself is stored whole.
+    let (_, history) = app.get("/api/chat/messages", &fam.child.token).await;
+    assert_eq!(history["messages"][0]["text"], json!(text));
+}
+
+#[actix_web::test]
+async fn dead_endpoints_of_some_users_do_not_delay_another_familys_push() {
+    let (app, fam, service, base, key) = setup("push_fair").await;
+    let hole = BlackHole::start();
+    let mut stuck = Vec::new();
+    // 4 families, both members with 10 endpoints that accept and never answer: 80 deliveries,
+    // more than the 64 shared slots.
+    for i in 0..4 {
+        let family = app.family(&format!("fair{i}")).await;
+        for member in [&family.parent, &family.child] {
+            for d in 0..10 {
+                Subscriber::new(&hole.base, &format!("{}-{d}", member.login))
+                    .subscribe(&app, member)
+                    .await;
+            }
+        }
+        stuck.push(family);
+    }
+    let phone = Subscriber::new(&base, "fair-phone");
+    phone.subscribe(&app, &fam.child).await;
+    for family in &stuck {
+        app.open_board(family, 10).await; // the wish pushes the parent
+        app.post(
+            "/api/board/grant",
+            &family.parent.token,
+            json!({"count": 1}),
+        )
+        .await; // the grant pushes the child
+    }
+    // Wait until the dead endpoints hold connections: 8 users × 4 with the per-user limit
+    // (all 64 shared slots without it). Each is held for the 5 s handshake timeout.
+    let deadline = Instant::now() + WAIT;
+    while hole.connections() < 32 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hole.connections() >= 32, "{} stuck", hole.connections());
+
+    let (mut parent, _) = app.ws(&fam.parent.token).await;
+    parent.send_message("fair", "저녁 먹자").await;
+    parent.expect("ack", WAIT).await;
+    let acked = Instant::now();
+    let got = service.wait_for("fair-phone", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "the push arrives");
+    let took = got[0].at.duration_since(acked);
+    assert!(
+        took < Duration::from_secs(2),
+        "another family's push waited {took:?} behind dead endpoints"
+    );
+    assert_eq!(phone.open(&got[0], &key, &base)["body"], "저녁 먹자");
+}
+
+#[actix_web::test]
+async fn the_eleventh_subscription_replaces_the_oldest() {
+    let (app, fam, service, base, _) = setup("push_eleven").await;
+    let devices: Vec<Subscriber> = (0..12)
+        .map(|i| Subscriber::new(&base, &format!("dev{i}")))
+        .collect();
+    for device in &devices[..11] {
+        device.subscribe(&app, &fam.child).await;
+    }
+    let endpoints = |range: std::ops::Range<usize>| -> Vec<String> {
+        devices[range].iter().map(|d| d.endpoint.clone()).collect()
+    };
+    assert_eq!(subscriptions_of(&app, fam.child.id).await, endpoints(1..11));
+    // Subscribing again makes a subscription the newest: the next one replaces dev2, not dev1.
+    devices[1].subscribe(&app, &fam.child).await;
+    devices[11].subscribe(&app, &fam.child).await;
+    let mut expected = endpoints(1..2);
+    expected.extend(endpoints(3..12));
+    assert_eq!(subscriptions_of(&app, fam.child.id).await, expected);
+
+    app.open_board(&fam, 10).await;
+    app.post("/api/board/grant", &fam.parent.token, json!({"count": 1}))
+        .await;
+    for i in (1..2).chain(3..12) {
+        assert_eq!(
+            service.wait_for(&format!("dev{i}"), 1, WAIT).await.len(),
+            1,
+            "dev{i}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(service.received("dev0").is_empty());
+    assert!(service.received("dev2").is_empty());
 }
