@@ -70,8 +70,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Extra environment for the next server (the push scenario's CA and policy).
+SERVER_ENV=()
 start_server() {
-    "$BIN/podo" serve --bind "127.0.0.1:$PORT" --database-url "$DATABASE_URL" \
+    env ${SERVER_ENV[@]+"${SERVER_ENV[@]}"} "$BIN/podo" serve --bind "127.0.0.1:$PORT" --database-url "$DATABASE_URL" \
         --data-dir "$WORK/data" --static-dir static >>"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -125,6 +127,19 @@ if [[ $CHAT == 1 ]]; then
     done
     load storm storm --families 500 --rate 2000 --drop-percent 30 --every 3 --duration 20
     load connections chat --families 4000 --sse --rate 200 --duration 10
+    # Web push to an HTTPS push service that podo-load runs on loopback, with a CA made here that
+    # the server trusts only through SSL_CERT_FILE.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=podo bench push CA" -keyout "$WORK/push-ca.key" -out "$WORK/push-ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$WORK/push.key" -out "$WORK/push.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$WORK/push.ext"
+    openssl x509 -req -in "$WORK/push.csr" -CA "$WORK/push-ca.pem" -CAkey "$WORK/push-ca.key" \
+        -CAcreateserial -days 2 -extfile "$WORK/push.ext" -out "$WORK/push.pem" 2>/dev/null
+    SERVER_ENV=("SSL_CERT_FILE=$WORK/push-ca.pem" "PODO_PUSH_ALLOW_PRIVATE=true")
+    load push push --families 1000 --rate 1000 --duration 20 \
+        --sink-cert "$WORK/push.pem" --sink-key "$WORK/push.key"
+    SERVER_ENV=()
 fi
 
 # ---- results.md ----
@@ -182,6 +197,10 @@ round() { [[ -z "$1" ]] && echo "n/a" || printf '%.*f' "${2:-1}" "$1"; }
         row "storm, 30 % dropped every 3 s" "lost + duplicated + reordered" "$v ($(fig storm '.figures.reconnects') reconnects)" "0" "$(met "$v" '==' 0)"
         v=$(fig connections '.figures["peak open connections"]')
         row "connections (WS + SSE)" "concurrent connections, one server" "$(round "$v" 0)" "≥ 16,000" "$(met "$v" '>=' 16000)"
+        row "web push at 1,000/s to a local HTTPS push service, 1,000 families" "send → push received p50 / p99 ms" "$(round "$(fig push '.latency["send → push received"].p50_ms')") / $(round "$(fig push '.latency["send → push received"].p99_ms')")" "" ""
+        v=$(fig push '.violations')
+        row "" "pushes received/s; missing or unknown" "$(round "$(fig push '.figures["pushes received/s"]')" 0); $v" "0 missing" "$(met "$v" '==' 0)"
+        row "" "server CPU (cores)" "$(round "$(fig push '.figures["server CPU"]')" 2)" "" ""
     else
         row "chat" "(the server has no /api/chat/ws yet)" "" "" ""
     fi

@@ -1,7 +1,7 @@
 //! podo-load: the load generator and benchmark of the podo server.
 //!
 //! `seed` writes families straight into the database and mints their tokens; the scenarios
-//! (`board`, `sse-idle`, `chat`, `storm`) drive a running server over loopback through the public
+//! (`board`, `sse-idle`, `chat`, `storm`, `push`) drive a running server over loopback through the public
 //! API (REST, SSE, WebSocket), measure latencies with HDR histograms and check, from the clients'
 //! side, that nothing acknowledged was lost, duplicated or reordered. Every run is bounded: it
 //! stops after `--duration` and a hard deadline ends the process whatever happens.
@@ -40,6 +40,9 @@ enum Command {
     /// Chat under reconnect storms: drop a share of the sessions periodically, resume, check that
     /// nothing acknowledged is missing, duplicated or out of order.
     Storm(scenario::chat::StormArgs),
+    /// Web push at a target rate to an HTTPS push service run by podo-load: chat messages to
+    /// absent children, send → push received (decrypted).
+    Push(scenario::push::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::SseIdle(args) => scenario::sse_idle::run(args),
         Command::Chat(args) => scenario::chat::run_chat(args),
         Command::Storm(args) => scenario::chat::run_storm(args),
+        Command::Push(args) => scenario::push::run(args),
     };
     match outcome {
         Ok(report) => {
