@@ -59,6 +59,16 @@ struct CreateRequest {
     size: Option<i64>,
 }
 
+/// The wish and the size of a new board.
+fn check_create(body: &CreateRequest) -> Result<(i64, i32), ApiError> {
+    let size = body.size.unwrap_or(DEFAULT_SIZE.into());
+    let mut errors = FieldErrors::default();
+    errors.check(body.wish_id.is_some(), "wish_id", "required");
+    errors.check((1..=MAX_SIZE.into()).contains(&size), "size", "1-100");
+    errors.finish()?;
+    Ok((body.wish_id.unwrap_or_default(), size as i32))
+}
+
 #[utoipa::path(
     post,
     path = "/api/board",
@@ -86,15 +96,11 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     member.require(Role::Parent)?;
     let family_id = member.family()?;
-    let size = body.size.unwrap_or(DEFAULT_SIZE.into());
-    let mut errors = FieldErrors::default();
-    errors.check(body.wish_id.is_some(), "wish_id", "required");
-    errors.check((1..=MAX_SIZE.into()).contains(&size), "size", "1-100");
-    errors.finish()?;
+    let (wish_id, size) = check_create(&body)?;
     let command = Command::Create {
         by: member.id,
-        wish_id: body.wish_id.unwrap_or_default(),
-        size: size as i32,
+        wish_id,
+        size,
     };
     let board = board_of(state.boards.send(family_id, command).await?)?;
     Ok(HttpResponse::Created().json(board))
@@ -142,6 +148,16 @@ struct GrantRequest {
     key: Option<String>,
 }
 
+/// The grant's count (its key is checked too).
+fn check_grant(body: &GrantRequest) -> Result<i32, ApiError> {
+    let mut errors = FieldErrors::default();
+    let count = body.count.unwrap_or(0);
+    errors.check((1..=MAX_GRANT.into()).contains(&count), "count", "1-100");
+    check_key(&mut errors, &body.key);
+    errors.finish()?;
+    Ok(count as i32)
+}
+
 #[utoipa::path(
     post,
     path = "/api/board/grant",
@@ -169,14 +185,10 @@ async fn grant(
 ) -> Result<HttpResponse, ApiError> {
     member.require(Role::Parent)?;
     let family_id = member.family()?;
-    let mut errors = FieldErrors::default();
-    let count = body.count.unwrap_or(0);
-    errors.check((1..=MAX_GRANT.into()).contains(&count), "count", "1-100");
-    check_key(&mut errors, &body.key);
-    errors.finish()?;
+    let count = check_grant(&body)?;
     let command = Command::Grant {
         by: member.id,
-        count: count as i32,
+        count,
         key: body.key,
     };
     let board = board_of(state.boards.send(family_id, command).await?)?;
@@ -258,6 +270,14 @@ struct BoardHistory {
     events: Vec<HistoryEvent>,
 }
 
+fn history_limit(query: &HistoryQuery) -> Result<u64, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "1-500"));
+    }
+    Ok(limit)
+}
+
 #[utoipa::path(
     get,
     path = "/api/board/history",
@@ -279,10 +299,7 @@ async fn history(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "1-500"));
-    }
+    let limit = history_limit(&query)?;
     let events: Vec<HistoryEvent> = crate::board::store::history(&state.db, family_id, limit)
         .await?
         .into_iter()
@@ -337,4 +354,31 @@ async fn events(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn board_bodies_are_checked_or_refused(bytes in fuzz::body(&["wish_id", "size", "count", "key"])) {
+            fuzz::accepted_or_refused(fuzz::parse::<CreateRequest>(&bytes).and_then(|b| check_create(&b)))?;
+            fuzz::accepted_or_refused(fuzz::parse::<GrantRequest>(&bytes).and_then(|b| check_grant(&b)))?;
+            let attach = fuzz::parse::<AttachRequest>(&bytes).and_then(|b| {
+                let mut errors = FieldErrors::default();
+                check_key(&mut errors, &b.key);
+                errors.finish()
+            });
+            fuzz::accepted_or_refused(attach)?;
+        }
+
+        #[test]
+        fn history_queries_are_checked_or_refused(query in fuzz::query(&["limit"])) {
+            let parsed = fuzz::parse_query::<HistoryQuery>(&query);
+            fuzz::accepted_or_refused(parsed.and_then(|q| history_limit(&q)))?;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,38 @@ fn start_of(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
         .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
 }
 
+/// A checked range: its first and last day, and the instants it covers in `tz` (`start..end`).
+struct Days {
+    from: NaiveDate,
+    to: NaiveDate,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+fn check_range(range: &Range, tz: Tz) -> Result<Days, ApiError> {
+    let from = parse_date("from", range.from.as_deref().unwrap_or_default())?;
+    let to = parse_date("to", range.to.as_deref().unwrap_or_default())?;
+    if from > to {
+        return Err(ApiError::invalid_field("to", "on or after from"));
+    }
+    if (to - from).num_days() + 1 > MAX_DAYS {
+        return Err(ApiError::invalid_field(
+            "to",
+            "at most 366 days after from, counting both ends",
+        ));
+    }
+    // `to` is at most 9999-12-31 (parse_date), so the next day exists; checked all the same.
+    let after = to
+        .succ_opt()
+        .ok_or_else(|| ApiError::invalid_field("to", "a date YYYY-MM-DD"))?;
+    Ok(Days {
+        from,
+        to,
+        start: start_of(tz, from),
+        end: start_of(tz, after),
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/api/calendar",
@@ -92,19 +124,13 @@ async fn calendar(
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
-    let from = parse_date("from", range.from.as_deref().unwrap_or_default())?;
-    let to = parse_date("to", range.to.as_deref().unwrap_or_default())?;
-    if from > to {
-        return Err(ApiError::invalid_field("to", "on or after from"));
-    }
-    if (to - from).num_days() + 1 > MAX_DAYS {
-        return Err(ApiError::invalid_field(
-            "to",
-            "at most 366 days after from, counting both ends",
-        ));
-    }
     let tz = state.timezone;
-    let (start, end) = (start_of(tz, from), start_of(tz, to + Duration::days(1)));
+    let Days {
+        from,
+        to,
+        start,
+        end,
+    } = check_range(&range, tz)?;
     let local_day = |at: DateTime<Utc>| at.with_timezone(&tz).date_naive();
     let mut days: BTreeMap<NaiveDate, Day> = BTreeMap::new();
 
@@ -156,6 +182,45 @@ async fn calendar(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ranges_are_checked_or_refused(query in fuzz::query(&["from", "to"])) {
+            let tz: Tz = "Asia/Seoul".parse().expect("a known zone");
+            match fuzz::parse_query::<Range>(&query).and_then(|r| check_range(&r, tz)) {
+                Ok(days) => {
+                    prop_assert!(days.from <= days.to && days.start < days.end);
+                    prop_assert!((days.to - days.from).num_days() < MAX_DAYS);
+                }
+                Err(err) => fuzz::assert_refusal(&err)?,
+            }
+        }
+
+        #[test]
+        fn any_two_dates_are_checked_or_refused(
+            from in "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+            to in "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        ) {
+            for tz in [chrono_tz::Asia::Seoul, chrono_tz::Pacific::Kiritimati, chrono_tz::Etc::GMTPlus12] {
+                let range = Range { from: Some(from.clone()), to: Some(to.clone()) };
+                fuzz::accepted_or_refused(check_range(&range, tz))?;
+            }
+        }
+    }
+
+    #[test]
+    fn the_ends_of_the_calendar() {
+        let tz: Tz = "Asia/Seoul".parse().expect("a known zone");
+        let range = |from: &str, to: &str| Range {
+            from: Some(from.into()),
+            to: Some(to.into()),
+        };
+        assert!(check_range(&range("9999-12-31", "9999-12-31"), tz).is_ok());
+        assert!(check_range(&range("0000-01-01", "0000-01-01"), tz).is_ok());
+        assert!(check_range(&range("+262142-12-31", "+262142-12-31"), tz).is_err());
+    }
 
     #[test]
     fn seoul_days_start_at_15_utc_the_day_before() {

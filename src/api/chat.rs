@@ -47,6 +47,26 @@ struct HistoryQuery {
     limit: Option<u64>,
 }
 
+/// Which page of history, and how many messages.
+fn history_page(query: &HistoryQuery) -> Result<(Page, u64), ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "1-200"));
+    }
+    let page = match (query.after_seq, query.before_seq) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "before_seq",
+                "give after_seq or before_seq, not both",
+            ));
+        }
+        (Some(after), None) => Page::After(after),
+        (None, Some(before)) => Page::Before(before),
+        (None, None) => Page::Newest,
+    };
+    Ok((page, limit))
+}
+
 /// A history item: exactly the WebSocket `message` frame, `{"type": "message", ...ChatMessage}`.
 #[derive(Serialize, utoipa::ToSchema)]
 struct MessageFrame {
@@ -93,21 +113,7 @@ async fn messages(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "1-200"));
-    }
-    let page = match (query.after_seq, query.before_seq) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid_field(
-                "before_seq",
-                "give after_seq or before_seq, not both",
-            ));
-        }
-        (Some(after), None) => Page::After(after),
-        (None, Some(before)) => Page::Before(before),
-        (None, None) => Page::Newest,
-    };
+    let (page, limit) = history_page(&query)?;
     // Each item is exactly the `message` frame a live client gets.
     let messages = store::page(&state.db, family_id, page, limit)
         .await?
@@ -119,4 +125,19 @@ async fn messages(
         .collect();
     let last_seq = store::last_seq(&state.db, family_id).await?;
     Ok(HttpResponse::Ok().json(ChatHistory { messages, last_seq }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn history_queries_are_checked_or_refused(query in fuzz::query(&["after_seq", "before_seq", "limit"])) {
+            let parsed = fuzz::parse_query::<HistoryQuery>(&query);
+            fuzz::accepted_or_refused(parsed.and_then(|q| history_page(&q)))?;
+        }
+    }
 }

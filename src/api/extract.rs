@@ -23,8 +23,12 @@ pub fn path_config() -> web::PathConfig {
 }
 
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default()
-        .error_handler(|err, _| ApiError::invalid_field("query", err.to_string()).into())
+    web::QueryConfig::default().error_handler(|err, _| query_error(err).into())
+}
+
+/// A query string that does not fit the handler's parameters: 422 naming `query`.
+pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
+    ApiError::invalid_field("query", err.to_string())
 }
 
 /// A JSON body: 415 unless the content type is JSON, 400 `invalid_json` for malformed JSON,
@@ -35,7 +39,7 @@ pub struct JsonBody<T>(pub T);
 /// with only optional ones accept an empty body or `{}`).
 pub struct OptionalJsonBody<T>(pub T);
 
-fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -49,13 +53,99 @@ fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiE
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|err| {
+    let value = serde_json::from_slice(bytes).map_err(|err| {
         if err.is_data() {
             ApiError::Validation([("body", err.to_string())].into_iter().collect())
         } else {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
         }
-    })
+    })?;
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::invalid_field(
+            nul_field::<T>(bytes),
+            "must not contain U+0000",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether valid JSON text holds U+0000 in a string. It can only be written as the escape
+/// `\u0000` (JSON refuses raw control characters in strings), and that escape is real only
+/// after an odd run of backslashes (`\\u0000` is a backslash and the text `u0000`).
+///
+/// Every stored string comes through here or the chat frame check: PostgreSQL refuses U+0000 in
+/// `text`, and one family's row that fails would fail the Persister's whole batch, so it is
+/// refused at the door (a byte scan, cheap on the hot path).
+pub fn has_escaped_nul(json: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = json[at..].iter().position(|&b| b == b'\\') {
+        let start = at + found;
+        let run = json[start..].iter().take_while(|&&b| b == b'\\').count();
+        at = start + run;
+        if run % 2 == 1 && json[at..].starts_with(b"u0000") {
+            return true;
+        }
+    }
+    false
+}
+
+/// The request field that holds U+0000 (the top-level key whose value or name has it), named
+/// as `T` names its fields; `body` when it is none of them.
+fn nul_field<T: DeserializeOwned>(bytes: &[u8]) -> &'static str {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(bytes) else {
+        return "body";
+    };
+    let fields = struct_fields::<T>();
+    map.iter()
+        .find(|(k, v)| k.contains('\0') || has_nul(v))
+        .and_then(|(k, _)| fields.iter().find(|f| **f == k.as_str()).copied())
+        .unwrap_or("body")
+}
+
+/// The field names of the struct `T` deserializes into: serde hands them to
+/// `deserialize_struct`, which this deserializer records before it gives up.
+fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("only the field names"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
 }
 
 fn payload_error(err: actix_web::Error) -> ApiError {
@@ -179,6 +269,62 @@ pub fn required_text(
         None => {
             errors.check(!creating, field, "required");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::api::fuzz;
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)] // only deserialized
+    struct Sample {
+        name: Option<String>,
+        #[serde(rename = "keys")]
+        nested: Option<serde_json::Value>,
+    }
+
+    #[test]
+    fn u0000_is_found_only_where_json_means_it() {
+        assert!(has_escaped_nul(br#"{"name":"bad\u0000name"}"#));
+        assert!(has_escaped_nul(br#"{"name":"\\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"name":"\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"name":"ok"}"#));
+        let refused = fuzz::parse::<Sample>(br#"{"name":"bad\u0000name"}"#).unwrap_err();
+        assert!(matches!(&refused, ApiError::Validation(f) if f.contains_key("name")));
+        let nested = fuzz::parse::<Sample>(br#"{"keys":{"p256dh":"\u0000"}}"#).unwrap_err();
+        assert!(matches!(&nested, ApiError::Validation(f) if f.contains_key("keys")));
+        let stranger = fuzz::parse::<Sample>(br#"{"other":"\u0000"}"#).unwrap_err();
+        assert!(matches!(&stranger, ApiError::Validation(f) if f.contains_key("body")));
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_parses_or_is_refused_with_the_error_shape(
+            bytes in fuzz::body(&["name", "keys", "link"]),
+            content_type in prop_oneof![
+                Just("application/json"),
+                Just("application/merge-patch+json"),
+                Just("text/plain"),
+                Just(""),
+                Just("application/json; charset=utf-8"),
+            ],
+        ) {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header(("content-type", content_type))
+                .to_http_request();
+            match parse::<Sample>(&req, &bytes) {
+                Ok(sample) => {
+                    prop_assert!(!sample.name.unwrap_or_default().contains('\0'));
+                }
+                Err(err) => fuzz::assert_refusal(&err)?,
+            }
+            fuzz::accepted_or_refused(parse::<serde_json::Value>(&req, &bytes))?;
         }
     }
 }

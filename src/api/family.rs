@@ -244,3 +244,18 @@ async fn join_family(state: &AppState, child_id: i64, code: &str) -> Result<Join
     txn.commit().await?;
     Ok(JoinOutcome::Joined(family.id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn join_bodies_parse_or_are_refused(bytes in fuzz::body(&["code"])) {
+            fuzz::accepted_or_refused(fuzz::parse::<JoinRequest>(&bytes))?;
+            fuzz::accepted_or_refused(fuzz::parse::<Empty>(&bytes))?;
+        }
+    }
+}

@@ -68,10 +68,27 @@ impl From<mission::Model> for Mission {
 
 const STATUSES: [&str; 4] = ["open", "submitted", "approved", "rejected"];
 
+/// A calendar date exactly as API.md writes them, `YYYY-MM-DD` (years 0000-9999). chrono alone
+/// would also take `+262142-12-31`, chrono's last day, where a day's arithmetic overflows.
+pub fn date(value: &str) -> Option<NaiveDate> {
+    let b = value.as_bytes();
+    let shaped = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !shaped {
+        return None;
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+}
+
 /// A `YYYY-MM-DD` date, or a 422 naming the field.
 pub fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| ApiError::invalid_field(field, "a date YYYY-MM-DD"))
+    date(value).ok_or_else(|| ApiError::invalid_field(field, "a date YYYY-MM-DD"))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -86,6 +103,30 @@ struct ListQuery {
     /// Only missions due on or before this date.
     #[param(value_type = Option<NaiveDate>)]
     to: Option<String>,
+}
+
+type Filters<'a> = (Option<&'a str>, Option<NaiveDate>, Option<NaiveDate>);
+
+/// The list's filters: a status, and the first and last due date.
+fn list_filters(query: &ListQuery) -> Result<Filters<'_>, ApiError> {
+    let status = query.status.as_deref();
+    if status.is_some_and(|s| !STATUSES.contains(&s)) {
+        return Err(ApiError::invalid_field(
+            "status",
+            "open, submitted, approved or rejected",
+        ));
+    }
+    let from = query
+        .from
+        .as_deref()
+        .map(|d| parse_date("from", d))
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|d| parse_date("to", d))
+        .transpose()?;
+    Ok((status, from, to))
 }
 
 /// The `GET /api/missions` body.
@@ -116,21 +157,16 @@ async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
+    let (status, from, to) = list_filters(&query)?;
     let mut select = mission::Entity::find().filter(mission::Column::FamilyId.eq(family_id));
-    if let Some(status) = &query.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::invalid_field(
-                "status",
-                "open, submitted, approved or rejected",
-            ));
-        }
-        select = select.filter(mission::Column::Status.eq(status.as_str()));
+    if let Some(status) = status {
+        select = select.filter(mission::Column::Status.eq(status));
     }
-    if let Some(from) = &query.from {
-        select = select.filter(mission::Column::DueOn.gte(parse_date("from", from)?));
+    if let Some(from) = from {
+        select = select.filter(mission::Column::DueOn.gte(from));
     }
-    if let Some(to) = &query.to {
-        select = select.filter(mission::Column::DueOn.lte(parse_date("to", to)?));
+    if let Some(to) = to {
+        select = select.filter(mission::Column::DueOn.lte(to));
     }
     let missions: Vec<Mission> = select
         .order_by_desc(mission::Column::Id)
@@ -180,9 +216,9 @@ fn check(fields: MissionFields, creating: bool) -> Result<Checked, ApiError> {
         None => creating.then_some(1),
     };
     let due_on = match fields.due_on {
-        Some(Some(date)) => match NaiveDate::parse_from_str(&date, "%Y-%m-%d") {
-            Ok(date) => Some(Some(date)),
-            Err(_) => {
+        Some(Some(text)) => match date(&text) {
+            Some(date) => Some(Some(date)),
+            None => {
                 errors.add("due_on", "a date YYYY-MM-DD");
                 None
             }
@@ -486,6 +522,18 @@ struct RejectRequest {
     reason: Option<String>,
 }
 
+/// The rejection's reason, trimmed; blank means none.
+fn check_reason(body: RejectRequest) -> Result<Option<String>, ApiError> {
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| char_len(r) > 200) {
+        return Err(ApiError::invalid_field("reason", "at most 200 characters"));
+    }
+    Ok(reason)
+}
+
 #[utoipa::path(
     post,
     path = "/api/missions/{id}/reject",
@@ -516,13 +564,7 @@ async fn reject(
     member.require(Role::Parent)?;
     let family_id = member.family()?;
     let id = path.into_inner();
-    let reason = body
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| char_len(r) > 200) {
-        return Err(ApiError::invalid_field("reason", "at most 200 characters"));
-    }
+    let reason = check_reason(body)?;
     let affected = in_family(family_id, id, &["submitted"])
         .col_expr(mission::Column::Status, Expr::value("rejected"))
         .col_expr(mission::Column::RejectReason, Expr::value(reason.clone()))
@@ -537,4 +579,57 @@ async fn reject(
         Notification::mission_rejected(text),
     );
     Ok(HttpResponse::Ok().json(Mission::from(row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn mission_bodies_are_checked_or_refused(
+            bytes in fuzz::body(&["title", "reward", "due_on"]),
+            creating: bool,
+        ) {
+            match fuzz::parse::<MissionFields>(&bytes).and_then(|f| check(f, creating)) {
+                Ok(checked) => {
+                    prop_assert!(!checked.title.unwrap_or_default().contains('\0'));
+                    prop_assert!(checked.reward.is_none_or(|r| (1..=100).contains(&r)));
+                }
+                Err(err) => fuzz::assert_refusal(&err)?,
+            }
+        }
+
+        #[test]
+        fn reject_bodies_are_checked_or_refused(bytes in fuzz::body(&["reason"])) {
+            match fuzz::parse::<RejectRequest>(&bytes).and_then(check_reason) {
+                Ok(reason) => prop_assert!(!reason.unwrap_or_default().contains('\0')),
+                Err(err) => fuzz::assert_refusal(&err)?,
+            }
+        }
+
+        #[test]
+        fn list_queries_are_checked_or_refused(query in fuzz::query(&["status", "from", "to"])) {
+            let parsed = fuzz::parse_query::<ListQuery>(&query);
+            fuzz::accepted_or_refused(parsed.and_then(|q| list_filters(&q).map(|_| ())))?;
+        }
+    }
+
+    #[test]
+    fn dates_are_yyyy_mm_dd() {
+        assert!(date("2026-12-01").is_some());
+        assert!(date("9999-12-31").is_some());
+        for bad in [
+            "+262142-12-31",
+            "-262143-01-01",
+            "2026-1-01",
+            "2026-13-01",
+            "20261201",
+            "२०२६-१२-०१",
+        ] {
+            assert!(date(bad).is_none(), "{bad}");
+        }
+    }
 }

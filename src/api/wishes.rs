@@ -279,3 +279,26 @@ async fn delete(
     }
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn wish_bodies_are_checked_or_refused(
+            bytes in fuzz::body(&["name", "link", "image_url"]),
+            creating: bool,
+        ) {
+            match fuzz::parse::<WishFields>(&bytes).and_then(|f| check(f, creating)) {
+                Ok(checked) => {
+                    let stored = [checked.name, checked.link.flatten(), checked.image_url.flatten()];
+                    prop_assert!(stored.iter().flatten().all(|s| !s.contains('\0')));
+                }
+                Err(err) => fuzz::assert_refusal(&err)?,
+            }
+        }
+    }
+}

@@ -19,6 +19,12 @@ use crate::push::Notification;
 use crate::registry::deregister;
 use crate::store::persister::{CommitMessages, MessageRow, PersistError};
 
+/// Messages a room holds accepted and not yet committed (pending plus the group in flight). A
+/// `send` past it is answered with `too_many_pending` and nothing is stored: the family's
+/// sessions (each with at most 256 unanswered sends) cannot make the room queue without bound
+/// while the database is slow.
+pub const MAX_ROOM_PENDING: usize = 1024;
+
 /// What every ChatRoom (and its sessions) needs from the application.
 pub type ChatDeps = crate::registry::FamilyDeps<ChatRoom>;
 
@@ -163,9 +169,10 @@ impl ChatRoom {
             .collect()
     }
 
-    fn send_to(&self, session_id: u64, frame: ByteString) {
+    /// Sends the ack or refusal of one of its `send`s to a session.
+    fn answer(&self, session_id: u64, frame: ByteString) {
         if let Some(session) = self.sessions.get(&session_id) {
-            session.addr.do_send(Deliver { seq: None, frame });
+            session.addr.do_send(Deliver::answer(frame));
         }
     }
 
@@ -179,10 +186,7 @@ impl ChatRoom {
             let frame = ServerFrame::Presence { user_id, present }.encode();
             for (&id, session) in &self.sessions {
                 if Some(id) != except {
-                    session.addr.do_send(Deliver {
-                        seq: None,
-                        frame: frame.clone(),
-                    });
+                    session.addr.do_send(Deliver::notice(frame.clone()));
                 }
             }
         }
@@ -196,10 +200,18 @@ impl ChatRoom {
                 seq: *seq,
             }
             .encode();
-            return self.send_to(post.session_id, frame);
+            return self.answer(post.session_id, frame);
         }
         if let Some(waiters) = self.waiting.get_mut(&key) {
             return waiters.push(post.session_id);
+        }
+        if self.waiting.len() >= MAX_ROOM_PENDING {
+            let frame = ServerFrame::Error {
+                code: "too_many_pending",
+                message: "the family's room has too many messages waiting to be stored; send again after an ack",
+            }
+            .encode();
+            return self.answer(post.session_id, frame);
         }
         self.waiting.insert(key.clone(), vec![post.session_id]);
         self.pending.push(Outgoing {
@@ -216,7 +228,8 @@ impl ChatRoom {
             return self.finish_closing();
         }
         let Some(state) = self.state.as_ref() else {
-            return;
+            // After a failed reload: load again rather than leave the senders unanswered.
+            return self.reload(ctx);
         };
         let created_at = model::now();
         let rows: Vec<MessageRow> = std::mem::take(&mut self.pending)
@@ -287,18 +300,14 @@ impl ChatRoom {
             .encode();
             for session_id in self.waiting.remove(&key).unwrap_or_default() {
                 if let Some(session) = self.sessions.get(&session_id) {
-                    session.addr.do_send(Deliver {
-                        seq: None,
-                        frame: ack.clone(),
-                    });
+                    session.addr.do_send(Deliver::answer(ack.clone()));
                 }
             }
             let frame = ServerFrame::Message(&message).encode();
             for session in self.sessions.values() {
-                session.addr.do_send(Deliver {
-                    seq: Some(row.seq),
-                    frame: frame.clone(),
-                });
+                session
+                    .addr
+                    .do_send(Deliver::message(row.seq, frame.clone()));
             }
             for &member in state.members.keys() {
                 if member != row.sender_id && !present.contains(&member) {
@@ -324,7 +333,7 @@ impl ChatRoom {
             }
             .encode();
             for session_id in self.waiting.remove(&key).unwrap_or_default() {
-                self.send_to(session_id, frame.clone());
+                self.answer(session_id, frame.clone());
             }
         }
     }
@@ -361,7 +370,7 @@ impl ChatRoom {
                                 }
                                 .encode();
                                 for id in act.waiting.remove(&key).unwrap_or_default() {
-                                    act.send_to(id, ack.clone());
+                                    act.answer(id, ack.clone());
                                 }
                             }
                             None => retry.push(m),
@@ -380,6 +389,27 @@ impl ChatRoom {
                     act.refuse(keys, &err.to_string());
                 }
             }),
+        );
+    }
+
+    /// Loads the room's state (lost after a failed reload), then commits what is pending.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        ctx.wait(
+            async move { store::load_room(&db, family_id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(start) => {
+                        act.state = Some(RoomState::from_start(start));
+                        act.flush(ctx);
+                    }
+                    Err(err) => {
+                        act.pending.clear();
+                        let keys = act.waiting.keys().cloned().collect();
+                        act.refuse(keys, &err.to_string());
+                        act.finish_closing();
+                    }
+                }),
         );
     }
 
@@ -518,7 +548,7 @@ impl Handler<Post> for ChatRoom {
                             seq,
                         }
                         .encode();
-                        act.send_to(post.session_id, frame);
+                        act.answer(post.session_id, frame);
                     }
                     Ok(None) => act.accept(post, ctx),
                     Err(err) => {
@@ -528,7 +558,7 @@ impl Handler<Post> for ChatRoom {
                             message: "the message could not be stored; send it again",
                         }
                         .encode();
-                        act.send_to(post.session_id, frame);
+                        act.answer(post.session_id, frame);
                     }
                 }),
         );

@@ -285,7 +285,7 @@ impl Handler<CommitMessages> for Persister {
     }
 }
 
-/// Commits a batch and answers every waiter. Returns whether the transaction committed.
+/// Commits a batch and answers every waiter. Returns whether every write committed.
 async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool {
     let mut changes = Vec::new();
     let mut board_replies = Vec::new();
@@ -303,43 +303,138 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
             }
         }
     }
-    let failure = |err: PersistError, n| vec![Err(err); n];
-    let (ok, board_results, chat_result) = match commit(db, &changes, &groups).await {
-        Ok(results) => (true, results, Ok(())),
-        Err(BatchFailure::Conflict) => (
-            false,
-            failure(PersistError::Conflict, changes.len()),
-            Err(PersistError::Conflict),
-        ),
-        Err(BatchFailure::Database(err)) => {
-            log::error!(
-                "commit of {} board changes and {} message groups failed: {err}",
-                changes.len(),
-                groups.len()
-            );
-            let err = PersistError::Database(err.to_string());
-            (false, failure(err.clone(), changes.len()), Err(err))
-        }
+    let change_refs: Vec<&BoardChange> = changes.iter().collect();
+    let group_refs: Vec<&CommitMessages> = groups.iter().collect();
+    let (board_results, chat_results) = match commit(db, &change_refs, &group_refs).await {
+        Ok(results) => (results, vec![Ok(()); groups.len()]),
+        Err(failure) => commit_apart(db, &changes, &groups, failure).await,
     };
-    if ok {
-        let messages: usize = groups.iter().map(|g| g.rows.len()).sum();
-        metrics
-            .messages_committed
-            .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
-    }
+    let ok = board_results
+        .iter()
+        .all(|r| !matches!(r, Err(PersistError::Conflict | PersistError::Database(_))))
+        && chat_results.iter().all(Result::is_ok);
+    let messages: usize = groups
+        .iter()
+        .zip(&chat_results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(g, _)| g.rows.len())
+        .sum();
+    metrics
+        .messages_committed
+        .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
     // A waiter that went away (client disconnected) does not undo a commit.
     for (reply, result) in board_replies.into_iter().zip(board_results) {
         let _ = reply.send(result);
     }
-    for reply in chat_replies {
-        let _ = reply.send(chat_result.clone());
+    for (reply, result) in chat_replies.into_iter().zip(chat_results) {
+        let _ = reply.send(result);
     }
     ok
+}
+
+/// One write of a batch: a board change or a family's group of messages.
+#[derive(Clone, Copy)]
+enum Unit {
+    Board(usize),
+    Chat(usize),
+}
+
+/// The failure path of group commit. The batch's transaction failed (a conflict or a database
+/// error), most likely because of one family's row, and the batch holds many families: commit it
+/// again in halves, and halves of the halves that fail, until each failure is down to one write.
+/// So the family whose write broke the batch gets the error, and every other family's writes
+/// commit and are acknowledged, in ~2·log2(n) transactions per bad write instead of n.
+async fn commit_apart(
+    db: &Db,
+    changes: &[BoardChange],
+    groups: &[CommitMessages],
+    failure: BatchFailure,
+) -> (
+    Vec<Result<Committed, PersistError>>,
+    Vec<Result<(), PersistError>>,
+) {
+    let first = failure.into_error();
+    log::warn!(
+        "commit of {} board changes and {} message groups failed ({first}); committing them apart",
+        changes.len(),
+        groups.len()
+    );
+    let mut board = vec![Err(PersistError::Stopped); changes.len()];
+    let mut chat = vec![Err(PersistError::Stopped); groups.len()];
+    let units: Vec<Unit> = (0..changes.len())
+        .map(Unit::Board)
+        .chain((0..groups.len()).map(Unit::Chat))
+        .collect();
+    // Units to commit together, and the failure they already met.
+    let mut todo = vec![(units, Some(first))];
+    while let Some((mut units, failed)) = todo.pop() {
+        let error = match failed {
+            Some(error) => error,
+            None => {
+                let mut board_part = Vec::new();
+                let mut chat_part = Vec::new();
+                for unit in &units {
+                    match *unit {
+                        Unit::Board(i) => board_part.push(i),
+                        Unit::Chat(i) => chat_part.push(i),
+                    }
+                }
+                let change_refs: Vec<&BoardChange> =
+                    board_part.iter().map(|&i| &changes[i]).collect();
+                let group_refs: Vec<&CommitMessages> =
+                    chat_part.iter().map(|&i| &groups[i]).collect();
+                match commit(db, &change_refs, &group_refs).await {
+                    Ok(results) => {
+                        for (i, result) in board_part.into_iter().zip(results) {
+                            board[i] = result;
+                        }
+                        for i in chat_part {
+                            chat[i] = Ok(());
+                        }
+                        continue;
+                    }
+                    Err(failure) => failure.into_error(),
+                }
+            }
+        };
+        if let [unit] = units[..] {
+            match unit {
+                Unit::Board(i) => {
+                    log::error!(
+                        "board change of family {} not stored: {error}",
+                        changes[i].family_id
+                    );
+                    board[i] = Err(error);
+                }
+                Unit::Chat(i) => {
+                    log::error!(
+                        "messages of family {} not stored: {error}",
+                        groups[i].family_id
+                    );
+                    chat[i] = Err(error);
+                }
+            }
+            continue;
+        }
+        let right = units.split_off(units.len() / 2);
+        todo.push((right, None));
+        todo.push((units, None));
+    }
+    (board, chat)
 }
 
 enum BatchFailure {
     Conflict,
     Database(DbErr),
+}
+
+impl BatchFailure {
+    fn into_error(self) -> PersistError {
+        match self {
+            BatchFailure::Conflict => PersistError::Conflict,
+            BatchFailure::Database(err) => PersistError::Database(err.to_string()),
+        }
+    }
 }
 
 impl From<DbErr> for BatchFailure {
@@ -349,11 +444,12 @@ impl From<DbErr> for BatchFailure {
 }
 
 /// One transaction for the whole batch. Per-change refusals (a wish taken in the meantime) answer
-/// only that change; a version conflict or a database error rolls everything back.
+/// only that change; a version conflict or a database error rolls the transaction back (and the
+/// caller commits the writes apart).
 async fn commit(
     db: &Db,
-    changes: &[BoardChange],
-    groups: &[CommitMessages],
+    changes: &[&BoardChange],
+    groups: &[&CommitMessages],
 ) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
     let backend = db.backend();
     let sql = BatchSql::new(backend);
@@ -609,7 +705,7 @@ async fn commit(
 /// Chat-only batches up to this many rows are written by one statement without a transaction.
 const SINGLE_STATEMENT_ROWS: usize = 128;
 
-fn message_rows(groups: &[CommitMessages]) -> Vec<Vec<Value>> {
+fn message_rows(groups: &[&CommitMessages]) -> Vec<Vec<Value>> {
     groups
         .iter()
         .flat_map(|g| {

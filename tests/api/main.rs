@@ -4,11 +4,13 @@ mod board;
 mod chat;
 mod errors;
 mod helpers;
+mod limits_chat;
 mod missions;
 mod openapi;
 mod pairing;
 mod push;
 #[path = "../support/push_service.rs"]
 mod push_service;
+mod raw_ws;
 mod sse;
 mod wishes;
