@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::Semaphore;
-use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
+use web_push::{ContentEncoding, SubscriptionInfo, VapidSignature, WebPushMessageBuilder};
 
 use super::endpoint::{EndpointPolicy, Route, Unroutable};
 use super::{Notification, VapidKeys};
@@ -53,6 +53,10 @@ const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(60);
 const TTL: u32 = 24 * 60 * 60;
 /// VAPID tokens expire this long after signing (RFC 8292: at most 24 h; API.md: at most 12 h).
 const VAPID_LIFETIME_SECS: i64 = 12 * 60 * 60 - 60;
+/// A signed VAPID token is used for this long, so it has 11 h left at its last use.
+const VAPID_REUSE: Duration = Duration::from_secs(60 * 60);
+/// Origins whose tokens are kept (users choose endpoints, so their origins are theirs to grow).
+const VAPID_TOKENS_MAX: usize = 1024;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -105,6 +109,8 @@ struct Shared {
     permits: Semaphore,
     /// Each user's share of `permits`; swept when unused.
     per_user: RefCell<HashMap<i64, Rc<Semaphore>>>,
+    /// origin → its VAPID token and when it was signed.
+    vapid_tokens: RefCell<HashMap<String, (VapidSignature, Instant)>>,
     subscriptions: RefCell<HashMap<i64, Cached>>,
     /// Bumped whenever the cache is cleared, so that a read begun before a change is not kept.
     generation: Cell<u64>,
@@ -142,6 +148,37 @@ impl Shared {
         Ok(list)
     }
 
+    /// The VAPID token for a push service's origin: signed once and reused for [`VAPID_REUSE`]
+    /// (an ES256 signature per push is most of a delivery's CPU otherwise).
+    fn vapid_token(
+        &self,
+        info: &SubscriptionInfo,
+        aud: String,
+    ) -> Result<VapidSignature, web_push::WebPushError> {
+        if let Some((token, signed_at)) = self.vapid_tokens.borrow().get(&aud)
+            && signed_at.elapsed() < VAPID_REUSE
+        {
+            return Ok(token.clone());
+        }
+        let mut signer = self.keys.signer()?.add_sub_info(info);
+        signer.add_claim("aud", aud.as_str());
+        signer.add_claim("sub", self.subject.as_str());
+        signer.add_claim(
+            "exp",
+            (chrono::Utc::now().timestamp() + VAPID_LIFETIME_SECS) as u64,
+        );
+        let token = signer.build()?;
+        let mut tokens = self.vapid_tokens.borrow_mut();
+        if tokens.len() >= VAPID_TOKENS_MAX {
+            tokens.retain(|_, (_, signed_at)| signed_at.elapsed() < VAPID_REUSE);
+            if tokens.len() >= VAPID_TOKENS_MAX {
+                tokens.clear();
+            }
+        }
+        tokens.insert(aud, (token.clone(), Instant::now()));
+        Ok(token)
+    }
+
     fn forget_subscriptions(&self) {
         self.generation.set(self.generation.get() + 1);
         self.subscriptions.borrow_mut().clear();
@@ -172,6 +209,7 @@ impl PushDispatcher {
                 client,
                 permits: Semaphore::new(CONCURRENCY),
                 per_user: RefCell::default(),
+                vapid_tokens: RefCell::default(),
                 subscriptions: RefCell::default(),
                 generation: Cell::new(0),
             }),
@@ -408,16 +446,8 @@ fn build_request(
         subscription.p256dh.as_str(),
         subscription.auth.as_str(),
     );
-    let mut signer = shared.keys.signer()?.add_sub_info(&info);
-    signer.add_claim(
-        "aud",
-        origin(&subscription.endpoint).ok_or(web_push::WebPushError::InvalidUri)?,
-    );
-    signer.add_claim("sub", shared.subject.as_str());
-    signer.add_claim(
-        "exp",
-        (chrono::Utc::now().timestamp() + VAPID_LIFETIME_SECS) as u64,
-    );
+    let aud = origin(&subscription.endpoint).ok_or(web_push::WebPushError::InvalidUri)?;
+    let signature = shared.vapid_token(&info, aud)?;
     let mut message = WebPushMessageBuilder::new(&info);
     message.set_payload(ContentEncoding::Aes128Gcm, &delivery.payload);
     message.set_ttl(TTL);
@@ -425,7 +455,7 @@ fn build_request(
     if let Some(topic) = delivery.notification.topic() {
         message.set_topic(topic.to_owned());
     }
-    message.set_vapid_signature(signer.build()?);
+    message.set_vapid_signature(signature);
     let request = web_push::request_builder::build_request::<Vec<u8>>(message.build()?);
     Ok(PushRequest {
         endpoint: subscription.endpoint.clone(),
