@@ -11,7 +11,10 @@ use actix_web::{App, HttpServer, web};
 
 use crate::api;
 use crate::auth::MemberCache;
-use crate::auth::throttle::FailureThrottle;
+use crate::auth::password::HashPool;
+use crate::auth::revocation::Revocations;
+use crate::auth::sessions::SessionSlots;
+use crate::auth::throttle::{self, FailureThrottle};
 use crate::auth::token::TokenKeys;
 use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
@@ -142,11 +145,25 @@ impl Application {
         let chats = ChatRegistry::new(chat_actors, move |family_id| {
             ChatRoom::new(family_id, room_deps.clone())
         });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_sessions = config.max_sessions_per_user;
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
             members: MemberCache::default(),
-            login_throttle: FailureThrottle::new(10, Duration::from_secs(15 * 60)),
-            join_throttle: FailureThrottle::new(10, Duration::from_secs(10 * 60)),
+            revocations: Revocations::load(db.clone()).await?,
+            hasher: HashPool::new(cores)?,
+            login_throttle: FailureThrottle::new(throttle::LOGIN_FAILURES, throttle::LOGIN_WINDOW),
+            login_address_throttle: FailureThrottle::new(
+                throttle::LOGIN_FAILURES_PER_ADDRESS,
+                throttle::LOGIN_WINDOW,
+            ),
+            join_throttle: FailureThrottle::new(throttle::JOIN_FAILURES, throttle::JOIN_WINDOW),
+            join_address_throttle: FailureThrottle::new(
+                throttle::JOIN_FAILURES_PER_ADDRESS,
+                throttle::JOIN_WINDOW,
+            ),
+            sse_slots: SessionSlots::new("board streams", max_sessions),
+            chat_slots: SessionSlots::new("chat sockets", max_sessions),
             metrics,
             boards,
             chats,
@@ -227,6 +244,27 @@ impl Application {
         log::info!("podo stopped cleanly");
         Ok(())
     }
+}
+
+/// Forgets passed throttle windows and expired revocations every [`throttle::SWEEP_INTERVAL`],
+/// for as long as the application lives (memory only; no statements).
+fn spawn_sweeper(state: &web::Data<AppState>) {
+    let state = std::sync::Arc::downgrade(&state.clone().into_inner());
+    actix_web::rt::spawn(async move {
+        let mut ticks = tokio::time::interval(throttle::SWEEP_INTERVAL);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            state.login_throttle.sweep();
+            state.login_address_throttle.sweep();
+            state.join_throttle.sweep();
+            state.join_address_throttle.sweep();
+            state.revocations.sweep();
+        }
+    });
 }
 
 async fn wait_for_signal() {
