@@ -175,6 +175,8 @@ impl Application {
             config,
         });
 
+        spawn_sweeper(&state);
+
         let listener = TcpListener::bind(&state.config.bind)?;
         let address = listener.local_addr()?;
         let workers = state

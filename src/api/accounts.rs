@@ -16,6 +16,7 @@ use crate::store::entities::{family, user};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/signup", web::post().to(signup))
         .route("/auth/login", web::post().to(login))
+        .route("/auth/logout", web::post().to(logout))
         .route("/me", web::get().to(me));
 }
 
@@ -194,6 +195,41 @@ async fn login(
         expires_at,
         user: User::from(&row),
     }))
+}
+
+/// No parameters: an empty body or `{}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+struct LogoutRequest {}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    operation_id = "logout",
+    summary = "Log out: revoke the presented token",
+    description = "The token is refused from then on (401 `unauthorized`), also after a restart and on \
+        every server of the database; its open board streams end and its chat sockets close with 4001 \
+        within a second.",
+    security(("bearer" = [])),
+    request_body(content = Option<LogoutRequest>, description = "An empty body or `{}`"),
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, malformed, expired or already revoked token", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
+async fn logout(
+    state: web::Data<AppState>,
+    AuthToken(token): AuthToken,
+    _: OptionalJsonBody<LogoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .revocations
+        .revoke(&token.id, token.user_id, token.exp)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

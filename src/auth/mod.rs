@@ -1,8 +1,12 @@
 //! Identity: passwords, tokens, throttling and the extractors that turn a verified token into the
 //! caller. Identity never comes from a request body or socket payload.
 pub mod password;
+pub mod revocation;
+pub mod sessions;
 pub mod throttle;
 pub mod token;
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -15,6 +19,7 @@ use crate::error::ApiError;
 use crate::model::Role;
 use crate::store::Db;
 use crate::store::entities::user;
+use token::TokenInfo;
 
 /// The caller as the server knows them.
 #[derive(Clone, Debug)]
@@ -78,8 +83,12 @@ pub fn member_of(row: &user::Model) -> Member {
 pub struct AuthUser(pub Member);
 
 /// The caller, from the header or `?access_token=` (EventSource and browser WebSocket cannot set
-/// headers); used only on the streaming endpoints, as API.md allows.
-pub struct StreamAuthUser(pub Member);
+/// headers); used only on the streaming endpoints, as API.md allows. The token tells the stream
+/// when to end.
+pub struct StreamAuthUser(pub Member, pub TokenInfo);
+
+/// The caller's bearer token itself (for logout).
+pub struct AuthToken(pub TokenInfo);
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
@@ -164,6 +173,9 @@ impl FromRequest for StreamAuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let fut = authenticate(req, bearer(req).or_else(|| query_token(req)));
-        Box::pin(async move { fut.await.map(StreamAuthUser) })
+        Box::pin(async move {
+            fut.await
+                .map(|(member, token)| StreamAuthUser(member, token))
+        })
     }
 }

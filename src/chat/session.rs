@@ -16,7 +16,10 @@ use tokio::sync::mpsc;
 use super::frames::{ClientFrame, ServerFrame, check_send};
 use super::room::{ChatDeps, ChatRoom, Join, Leave, Post, SetVisible};
 use super::store::{self, Page};
+use crate::auth::sessions::SessionLease;
 
+/// The close code when the session's token was revoked (logout) or expired: log in again.
+pub const CLOSE_TOKEN_ENDED: u16 = 4001;
 /// Outgoing bytes a session may have queued before it is closed with 1013.
 pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 /// Resume sends history in pages and waits for the queue to drain below this between pages.
@@ -72,7 +75,9 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// Starts the session and its writer task for an upgraded connection.
+    /// Starts the session and its writer task for an upgraded connection. The session closes
+    /// with [`CLOSE_TOKEN_ENDED`] when `lease` resolves, and holds it (its per-user slot) until
+    /// it stops.
     pub fn start(
         user_id: i64,
         family_id: i64,
@@ -80,12 +85,19 @@ impl WsSession {
         deps: ChatDeps,
         ws: actix_ws::Session,
         incoming: actix_ws::MessageStream,
+        lease: SessionLease,
     ) -> Addr<WsSession> {
         let (out, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         actix_web::rt::spawn(write_frames(ws, rx, queued.clone()));
         WsSession::create(|ctx| {
             ctx.add_stream(incoming);
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(lease).map(|(), act, ctx| {
+                    log::info!("chat session {}: token ended, closing with 4001", act.id);
+                    act.close(CLOSE_TOKEN_ENDED, ctx);
+                }),
+            );
             WsSession {
                 id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
                 user_id,
