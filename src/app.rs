@@ -25,16 +25,34 @@ use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::persister::Persister;
 
+/// A client must have sent its request line and headers this long after connecting, else 408
+/// and the connection is closed (slowloris).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// Shared by every handler.
 pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub tokens: TokenKeys,
     pub members: MemberCache,
+    /// Revoked tokens (logout), in memory and in the database.
+    pub revocations: Revocations,
+    /// argon2id, at most one hash per core at a time.
+    pub hasher: HashPool,
     /// Failed logins per case-folded login: 10 in 15 minutes.
     pub login_throttle: FailureThrottle<String>,
+    /// Failed logins per client address: 100 in 15 minutes.
+    pub login_address_throttle: FailureThrottle<std::net::IpAddr>,
     /// Failed joins per user: 10 in 10 minutes.
     pub join_throttle: FailureThrottle<i64>,
+    /// Failed joins per client address: 100 in 10 minutes.
+    pub join_address_throttle: FailureThrottle<std::net::IpAddr>,
+    /// Open SSE streams per user.
+    pub sse_slots: SessionSlots,
+    /// Open chat sockets per user.
+    pub chat_slots: SessionSlots,
     pub metrics: Arc<Metrics>,
     /// family id -> FamilyBoard actor.
     pub boards: BoardRegistry,
@@ -192,10 +210,15 @@ impl Application {
                 .app_data(api::extract::path_config())
                 .app_data(api::extract::query_config())
                 .wrap(ErrorHandlers::new().default_handler(api::extract::json_error_body))
+                .wrap(actix_web::middleware::from_fn(
+                    api::headers::security_headers,
+                ))
                 .wrap(access_log())
                 .configure(|cfg| api::configure(cfg, &static_dir))
         })
         .workers(workers)
+        .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+        .keep_alive(KEEP_ALIVE)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
