@@ -4,6 +4,7 @@ mod board;
 mod chat;
 mod errors;
 mod helpers;
+mod limits_auth;
 mod missions;
 mod openapi;
 mod pairing;
