@@ -142,6 +142,16 @@ if [[ $CHAT == 1 ]]; then
     SERVER_ENV=()
 fi
 
+# Sign-ups and logins, each an argon2id hash of 19 MiB: the server's RSS after 2,000 of each at
+# 64 at once (unbounded hashing once left ~10 GiB). It creates its own accounts; no token file.
+start_server
+COMMANDS+=("podo-load signup --families 1000 --concurrency 64 --server $SERVER --server-pid \$PID --json")
+echo "== signup: podo-load signup --families 1000 --concurrency 64" >&2
+"$BIN/podo-load" signup --families 1000 --concurrency 64 --server "$SERVER" \
+    --server-pid "$SERVER_PID" --json >"$RESULTS/signup.json" || echo "   (signup exited with $?)" >&2
+jq -c '{figures, violations}' "$RESULTS/signup.json" >&2 || true
+stop_server
+
 # ---- results.md ----
 fig() { jq -r "$2 // empty" "$RESULTS/$1.json" 2>/dev/null || true; }
 row() { # scenario, figure, value, goal, met
@@ -204,6 +214,9 @@ round() { [[ -z "$1" ]] && echo "n/a" || printf '%.*f' "${2:-1}" "$1"; }
     else
         row "chat" "(the server has no /api/chat/ws yet)" "" "" ""
     fi
+    v=$(fig signup '.figures["server RSS after"]')
+    row "signup, 2,000 sign-ups then 2,000 logins, 64 at once" "server RSS after (MiB)" "$(round "$v" 0) (peak $(round "$(fig signup '.figures["server peak RSS"]')" 0))" "≤ 256" "$(met "$v" '<=' 256)"
+    row "" "sign-ups/s / logins/s" "$(round "$(fig signup '.figures["sign-ups/s"]')" 0) / $(round "$(fig signup '.figures["logins/s"]')" 0)" "" ""
     echo
     echo "Commands (server: \`podo serve --bind 127.0.0.1:$PORT --database-url <fresh $BACKEND>\`, restarted per scenario;"
     echo "seed: \`podo-load seed --database-url <url> --families 5000 --boards --out tokens.json\`):"

@@ -11,7 +11,10 @@ use actix_web::{App, HttpServer, web};
 
 use crate::api;
 use crate::auth::MemberCache;
-use crate::auth::throttle::FailureThrottle;
+use crate::auth::password::HashPool;
+use crate::auth::revocation::Revocations;
+use crate::auth::sessions::SessionSlots;
+use crate::auth::throttle::{self, FailureThrottle};
 use crate::auth::token::TokenKeys;
 use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
@@ -23,16 +26,34 @@ use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::persister::Persister;
 
+/// A client must have sent its request line and headers this long after connecting, else 408
+/// and the connection is closed (slowloris).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle keep-alive connection is closed after this long.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// Shared by every handler.
 pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub tokens: TokenKeys,
     pub members: MemberCache,
+    /// Revoked tokens (logout), in memory and in the database.
+    pub revocations: Revocations,
+    /// argon2id, at most one hash per core at a time.
+    pub hasher: HashPool,
     /// Failed logins per case-folded login: 10 in 15 minutes.
     pub login_throttle: FailureThrottle<String>,
+    /// Failed logins per client address: 100 in 15 minutes.
+    pub login_address_throttle: FailureThrottle<std::net::IpAddr>,
     /// Failed joins per user: 10 in 10 minutes.
     pub join_throttle: FailureThrottle<i64>,
+    /// Failed joins per client address: 100 in 10 minutes.
+    pub join_address_throttle: FailureThrottle<std::net::IpAddr>,
+    /// Open SSE streams per user.
+    pub sse_slots: SessionSlots,
+    /// Open chat sockets per user.
+    pub chat_slots: SessionSlots,
     pub metrics: Arc<Metrics>,
     /// family id -> FamilyBoard actor.
     pub boards: BoardRegistry,
@@ -148,11 +169,25 @@ impl Application {
         let chats = ChatRegistry::new(chat_actors, move |family_id| {
             ChatRoom::new(family_id, room_deps.clone())
         });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_sessions = config.max_sessions_per_user;
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
             members: MemberCache::default(),
-            login_throttle: FailureThrottle::new(10, Duration::from_secs(15 * 60)),
-            join_throttle: FailureThrottle::new(10, Duration::from_secs(10 * 60)),
+            revocations: Revocations::load(db.clone()).await?,
+            hasher: HashPool::new(cores)?,
+            login_throttle: FailureThrottle::new(throttle::LOGIN_FAILURES, throttle::LOGIN_WINDOW),
+            login_address_throttle: FailureThrottle::new(
+                throttle::LOGIN_FAILURES_PER_ADDRESS,
+                throttle::LOGIN_WINDOW,
+            ),
+            join_throttle: FailureThrottle::new(throttle::JOIN_FAILURES, throttle::JOIN_WINDOW),
+            join_address_throttle: FailureThrottle::new(
+                throttle::JOIN_FAILURES_PER_ADDRESS,
+                throttle::JOIN_WINDOW,
+            ),
+            sse_slots: SessionSlots::new("board streams", max_sessions),
+            chat_slots: SessionSlots::new("chat sockets", max_sessions),
             metrics,
             boards,
             chats,
@@ -163,6 +198,8 @@ impl Application {
             db,
             config,
         });
+
+        spawn_sweeper(&state);
 
         let listener = TcpListener::bind(&state.config.bind)?;
         let address = listener.local_addr()?;
@@ -179,10 +216,15 @@ impl Application {
                 .app_data(api::extract::path_config())
                 .app_data(api::extract::query_config())
                 .wrap(ErrorHandlers::new().default_handler(api::extract::json_error_body))
+                .wrap(actix_web::middleware::from_fn(
+                    api::headers::security_headers,
+                ))
                 .wrap(access_log())
                 .configure(|cfg| api::configure(cfg, &static_dir))
         })
         .workers(workers)
+        .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+        .keep_alive(KEEP_ALIVE)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
@@ -233,6 +275,27 @@ impl Application {
         log::info!("podo stopped cleanly");
         Ok(())
     }
+}
+
+/// Forgets passed throttle windows and expired revocations every [`throttle::SWEEP_INTERVAL`],
+/// for as long as the application lives (memory only; no statements).
+fn spawn_sweeper(state: &web::Data<AppState>) {
+    let state = std::sync::Arc::downgrade(&state.clone().into_inner());
+    actix_web::rt::spawn(async move {
+        let mut ticks = tokio::time::interval(throttle::SWEEP_INTERVAL);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            state.login_throttle.sweep();
+            state.login_address_throttle.sweep();
+            state.join_throttle.sweep();
+            state.join_address_throttle.sweep();
+            state.revocations.sweep();
+        }
+    });
 }
 
 async fn wait_for_signal() {

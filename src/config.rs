@@ -48,6 +48,13 @@ pub struct Config {
     /// Directory of the web client.
     #[arg(long, env = "PODO_STATIC_DIR", default_value = "./static")]
     pub static_dir: PathBuf,
+    /// Take the client address for per-address limits from the last `X-Forwarded-For` hop
+    /// (only behind a reverse proxy that sets it; otherwise clients could pick their address).
+    #[arg(long, env = "PODO_TRUST_PROXY")]
+    pub trust_proxy: bool,
+    /// Open SSE streams, and separately chat sockets, one user may have at once.
+    #[arg(long, env = "PODO_MAX_SESSIONS_PER_USER", default_value_t = 16)]
+    pub max_sessions_per_user: usize,
     #[command(flatten)]
     pub timing: Timing,
 }
@@ -109,6 +116,8 @@ impl Config {
             timezone: "Asia/Seoul".into(),
             workers: Some(2),
             static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),
+            trust_proxy: false,
+            max_sessions_per_user: 16,
             timing: Timing::default(),
         }
     }

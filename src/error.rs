@@ -18,6 +18,18 @@ pub enum ApiError {
     Validation(BTreeMap<&'static str, String>),
     #[error("too many attempts, try again later")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A refusal the client should retry after `retry_after_secs` (`Retry-After`), such as 503
+    /// `busy` when the password hashing queue is full.
+    #[error("{message}")]
+    RetryLater {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 408: the request body did not arrive in time; the connection is closed after the answer.
+    #[error("the request body did not arrive within {secs} s")]
+    RequestTimeout { secs: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -71,6 +83,15 @@ impl ApiError {
     pub fn invalid_field(field: &'static str, reason: impl Into<String>) -> Self {
         ApiError::Validation(BTreeMap::from([(field, reason.into())]))
     }
+    /// 503 `busy`: the server is at capacity for this kind of work; try again shortly.
+    pub fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError::RetryLater {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: message.into(),
+            retry_after_secs,
+        }
+    }
     pub fn internal(context: impl std::fmt::Display) -> Self {
         ApiError::Internal(context.to_string())
     }
@@ -80,6 +101,8 @@ impl ApiError {
             ApiError::Status { code, .. } => code,
             ApiError::Validation(_) => "validation_failed",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::RetryLater { code, .. } => code,
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -97,6 +120,8 @@ impl ResponseError for ApiError {
             ApiError::Status { status, .. } => *status,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RetryLater { status, .. } => *status,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,8 +135,18 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
-            response.insert_header(("Retry-After", retry_after_secs.max(&1).to_string()));
+        match self {
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::RetryLater {
+                retry_after_secs, ..
+            } => {
+                response.insert_header(("Retry-After", retry_after_secs.max(&1).to_string()));
+            }
+            // The rest of a late body may still be on its way: end the connection.
+            ApiError::RequestTimeout { .. } => {
+                response.force_close();
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.code(),

@@ -343,3 +343,69 @@ async fn pushes_reach_an_https_push_service_trusted_through_ssl_cert_file() {
         Some(Some(0))
     );
 }
+
+/// VmRSS or VmHWM (peak) of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing"))
+}
+
+/// Runs `count` jobs on `concurrency` threads; returns how many answered with each status.
+fn burst(count: usize, concurrency: usize, job: impl Fn(usize) -> u16 + Sync) -> Vec<(u16, usize)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let status = job(i);
+                    *statuses.lock().unwrap().entry(status).or_insert(0) += 1;
+                }
+            });
+        }
+    });
+    statuses.into_inner().unwrap().into_iter().collect()
+}
+
+/// Every argon2id hash takes 19 MiB; unbounded, 64 at once left the server at gigabytes of RSS
+/// (the freed memory stays in each blocking thread's malloc arena). Bounded to one hash per core,
+/// a burst of sign-ups and logins stays far below 1 GiB.
+#[test]
+fn a_burst_of_signups_and_logins_keeps_the_server_small() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(&dir.path().join("data"));
+    let pid = server.child.id();
+    let address = server.address.clone();
+    let signups = burst(200, 64, |i| {
+        let body =
+            format!(r#"{{"login":"burst_{i}","name":"n","password":"password1","role":"child"}}"#);
+        post(&address, "/api/auth/signup", None, &body).0
+    });
+    assert_eq!(signups, vec![(201, 200)], "every sign-up succeeds");
+    let logins = burst(200, 64, |i| {
+        let body = format!(r#"{{"login":"burst_{i}","password":"password1"}}"#);
+        post(&address, "/api/auth/login", None, &body).0
+    });
+    assert_eq!(logins, vec![(200, 200)], "every login succeeds");
+    let rss_mib = proc_kib(pid, "VmRSS:") / 1024;
+    let peak_mib = proc_kib(pid, "VmHWM:") / 1024;
+    eprintln!(
+        "server RSS after 200 sign-ups and 200 logins at 64 at once: {rss_mib} MiB (peak {peak_mib} MiB)"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let exited = wait_for_exit(&mut server.child, Duration::from_secs(20));
+    if exited.is_none() {
+        let _ = server.child.kill();
+    }
+    assert!(rss_mib <= 1024, "server RSS {rss_mib} MiB after the burst");
+}

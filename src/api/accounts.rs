@@ -1,14 +1,13 @@
-//! Accounts: signup, login, me.
-use std::sync::LazyLock;
-
-use actix_web::{HttpResponse, web};
+//! Accounts: signup, login, logout, me.
+use actix_web::{HttpRequest, HttpResponse, web};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr};
 use serde::{Deserialize, Serialize};
 
 use super::char_len;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
-use crate::auth::{AuthUser, password};
+use crate::auth::throttle::too_many;
+use crate::auth::{AuthToken, AuthUser, client_ip};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{self, Family, Role, User, ts};
 use crate::store::Db;
@@ -17,6 +16,7 @@ use crate::store::entities::{family, user};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/signup", web::post().to(signup))
         .route("/auth/login", web::post().to(login))
+        .route("/auth/logout", web::post().to(logout))
         .route("/me", web::get().to(me));
 }
 
@@ -34,7 +34,7 @@ struct SignupRequest {
     role: Option<String>,
 }
 
-fn valid_login(login: &str) -> bool {
+pub fn valid_login(login: &str) -> bool {
     (4..=20).contains(&login.len())
         && login
             .bytes()
@@ -55,6 +55,8 @@ fn valid_login(login: &str) -> bool {
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
+        (status = 503, description = "`busy`: too many passwords waiting to be hashed", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn signup(
@@ -85,10 +87,7 @@ async fn signup(
     errors.finish()?;
     let role = role.ok_or_else(|| ApiError::internal("role checked above"))?;
 
-    let password_hash = web::block(move || password::hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let password_hash = state.hasher.hash(password).await?;
     let row = user::ActiveModel {
         login_key: Set(login.to_ascii_lowercase()),
         login: Set(login),
@@ -125,9 +124,13 @@ struct LoginResponse {
     user: User,
 }
 
-/// Verified against when the login does not exist, so both failures take the same time.
-static DECOY_HASH: LazyLock<String> =
-    LazyLock::new(|| password::hash("decoy password").unwrap_or_default());
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong login or password",
+    )
+}
 
 #[utoipa::path(
     post,
@@ -143,39 +146,46 @@ static DECOY_HASH: LazyLock<String> =
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
         (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
-        (status = 429, description = "`too_many_requests`: 10 failures for this login in 15 minutes", body = ErrorBody,
+        (status = 429, description = "`too_many_requests`: 10 failures for this login, or 100 from this client address, in 15 minutes", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
+        (status = 503, description = "`busy`: too many passwords waiting to be checked", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    // Failure slots are taken before the password is checked, so parallel guesses cannot
+    // overshoot the limits; a slot is given back when the check succeeds or never runs.
+    let address = client_ip(&req, state.config.trust_proxy);
+    let address_attempt = state
+        .login_address_throttle
+        .attempt(&address)
+        .map_err(too_many)?;
+    // A login or password that no account can have is wrong without a hash, and keys nothing.
+    if !valid_login(&body.login) || !(8..=128).contains(&char_len(&body.password)) {
+        address_attempt.failed();
+        return Err(invalid_credentials());
+    }
     let key = body.login.to_ascii_lowercase();
-    state
-        .login_throttle
-        .check(&key)
-        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    let login_attempt = state.login_throttle.attempt(&key).map_err(too_many)?;
     let row = user::Entity::find()
         .filter(user::Column::LoginKey.eq(key.clone()))
         .one(&state.db.read)
         .await?;
-    let stored = row
-        .as_ref()
-        .map_or_else(|| DECOY_HASH.clone(), |r| r.password_hash.clone());
-    let password = body.password;
-    let matches = web::block(move || password::verify(&password, &stored))
-        .await
-        .map_err(ApiError::internal)?;
+    let stored = row.as_ref().map(|r| r.password_hash.clone());
+    let matches = state.hasher.verify(body.password, stored).await?;
     let Some(row) = row.filter(|_| matches) else {
-        state.login_throttle.record_failure(&key);
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong login or password",
-        ));
+        login_attempt.failed();
+        address_attempt.failed();
+        return Err(invalid_credentials());
     };
-    state.login_throttle.clear(&key);
+    // A successful login forgives the login's failures; the address's stay (one valid account
+    // must not reset a sprayer's count). Its own slot is given back.
+    login_attempt.clear();
+    drop(address_attempt);
     let (token, expires_at) = state
         .tokens
         .issue(row.id, model::now())
@@ -185,6 +195,41 @@ async fn login(
         expires_at,
         user: User::from(&row),
     }))
+}
+
+/// No parameters: an empty body or `{}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+struct LogoutRequest {}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    operation_id = "logout",
+    summary = "Log out: revoke the presented token",
+    description = "The token is refused from then on (401 `unauthorized`), also after a restart and on \
+        every server of the database; its open board streams end and its chat sockets close with 4001 \
+        within a second.",
+    security(("bearer" = [])),
+    request_body(content = Option<LogoutRequest>, description = "An empty body or `{}`"),
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, malformed, expired or already revoked token", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
+async fn logout(
+    state: web::Data<AppState>,
+    AuthToken(token): AuthToken,
+    _: OptionalJsonBody<LogoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .revocations
+        .revoke(&token.id, token.user_id, token.exp)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

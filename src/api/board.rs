@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::char_len;
 use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
+use crate::auth::sessions::SessionLease;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
 use crate::board::sse::SseSession;
@@ -338,16 +339,22 @@ async fn history(
                 version); a `: ping` comment every 15 s"),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
+        (status = 429, description = "`too_many_sessions`: the user has `--max-sessions-per-user` (16) streams open", body = ErrorBody),
     )
 )]
 async fn events(
     state: web::Data<AppState>,
-    StreamAuthUser(member): StreamAuthUser,
+    StreamAuthUser(member, token): StreamAuthUser,
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
+    let slot = state.sse_slots.take(member.id)?;
+    // The stream ends when its token is revoked or expires; the slot is given back when the
+    // body is dropped, however the stream ended.
+    let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
     // The body exists before the FamilyBoard knows the session: if subscribing fails, dropping
     // the body ends the session.
     let (session, body) = SseSession::start(state.metrics.clone(), state.config.timing.sse_ping());
+    let body = futures_util::StreamExt::take_until(body, lease);
     state.boards.send(family_id, Subscribe { session }).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

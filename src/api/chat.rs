@@ -3,6 +3,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::auth::sessions::SessionLease;
 use crate::auth::{AuthUser, StreamAuthUser};
 use crate::chat::WsSession;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
@@ -14,15 +15,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/chat/messages", web::get().to(messages));
 }
 
-/// `GET /api/chat/ws`: identity and family are checked before the upgrade, so a bad token is a
-/// plain 401 and a user without a family a plain 403.
+/// `GET /api/chat/ws`: identity, family and the per-user session limit are checked before the
+/// upgrade, so a bad token is a plain 401, a user without a family a plain 403 and one with too
+/// many sockets open a plain 429.
 async fn websocket(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    StreamAuthUser(member): StreamAuthUser,
+    StreamAuthUser(member, token): StreamAuthUser,
 ) -> Result<HttpResponse, actix_web::Error> {
     let family_id = member.family()?;
+    let slot = state.chat_slots.take(member.id)?;
+    // Closes the socket with 4001 when the token is revoked or expires; the slot goes back when
+    // the session ends.
+    let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
     let (response, ws, incoming) = actix_ws::handle(&req, body)?;
     let room = state.chats.addr(family_id);
     WsSession::start(
@@ -32,6 +38,7 @@ async fn websocket(
         state.chat_deps.clone(),
         ws,
         incoming.max_frame_size(MAX_FRAME_BYTES),
+        lease,
     );
     Ok(response)
 }

@@ -13,6 +13,10 @@ use crate::error::{ApiError, FieldErrors};
 
 /// Bodies over this are refused with 413 `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The whole body must have arrived this long after the handler started reading it, else 408
+/// `request_timeout` and the connection is closed: a client trickling a body a byte at a time
+/// would otherwise hold a connection and a worker's attention for as long as it likes.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_BODY_BYTES)
@@ -168,7 +172,14 @@ fn read_body(
     payload: &mut Payload,
 ) -> LocalBoxFuture<'static, Result<web::Bytes, ApiError>> {
     let bytes = web::Bytes::from_request(req, payload);
-    Box::pin(async move { bytes.await.map_err(payload_error) })
+    Box::pin(async move {
+        match tokio::time::timeout(BODY_TIMEOUT, bytes).await {
+            Ok(read) => read.map_err(payload_error),
+            Err(_) => Err(ApiError::RequestTimeout {
+                secs: BODY_TIMEOUT.as_secs(),
+            }),
+        }
+    })
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {

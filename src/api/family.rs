@@ -1,5 +1,5 @@
 //! Pairing: a parent's invite code, a child's join. One parent and one child per family.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Duration;
 use rand::Rng;
 use sea_orm::{
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::accounts::load_family;
 use super::extract::{JsonBody, OptionalJsonBody};
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::throttle::too_many;
+use crate::auth::{AuthUser, client_ip};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{self, Family, Role, ts};
 use crate::store::entities::{family, invite, user};
@@ -147,11 +148,12 @@ enum JoinOutcome {
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
-        (status = 429, description = "`too_many_requests`: 10 failed joins in 10 minutes", body = ErrorBody,
+        (status = 429, description = "`too_many_requests`: 10 failed joins by this user, or 100 from this client address, in 10 minutes", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),
     )
 )]
 async fn join(
+    req: HttpRequest,
     state: web::Data<AppState>,
     AuthUser(member): AuthUser,
     JsonBody(body): JsonBody<JoinRequest>,
@@ -160,19 +162,31 @@ async fn join(
     if member.family_id.is_some() {
         return Err(already_paired());
     }
-    state
-        .join_throttle
-        .check(&member.id)
-        .map_err(|retry_after_secs| ApiError::TooManyRequests { retry_after_secs })?;
+    // As for logins: the failure slots are taken before the code is looked up, and given back
+    // unless it turns out wrong.
+    let address = client_ip(&req, state.config.trust_proxy);
+    let address_attempt = state
+        .join_address_throttle
+        .attempt(&address)
+        .map_err(too_many)?;
+    let user_attempt = state.join_throttle.attempt(&member.id).map_err(too_many)?;
     let code = body.code.trim().to_ascii_uppercase();
-    match join_family(&state, member.id, &code).await? {
+    let valid_code = code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b));
+    let outcome = if valid_code {
+        join_family(&state, member.id, &code).await?
+    } else {
+        JoinOutcome::NoInvite
+    };
+    match outcome {
         JoinOutcome::Joined(family_id) => {
-            state.join_throttle.clear(&member.id);
+            user_attempt.clear();
+            drop(address_attempt);
             let family = load_family(&state.db, family_id).await?;
             Ok(HttpResponse::Ok().json(family))
         }
         JoinOutcome::NoInvite => {
-            state.join_throttle.record_failure(&member.id);
+            user_attempt.failed();
+            address_attempt.failed();
             Err(ApiError::new(
                 actix_web::http::StatusCode::NOT_FOUND,
                 "invite_not_found",

@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod chat;
 pub mod extract;
 pub mod family;
+pub mod headers;
 pub mod missions;
 pub mod openapi;
 pub mod ops;

@@ -53,6 +53,7 @@ async fn openapi_json() -> HttpResponse {
     paths(
         accounts::signup,
         accounts::login,
+        accounts::logout,
         accounts::me,
         family::invite,
         family::join,

@@ -19,7 +19,10 @@ use tokio::sync::{Notify, mpsc};
 use super::frames::{ClientFrame, MAX_PENDING_SENDS, ServerFrame, parse_client_frame};
 use super::room::{ChatDeps, ChatRoom, Join, Leave, Post, SetVisible};
 use super::store::{self, Page};
+use crate::auth::sessions::SessionLease;
 
+/// The close code when the session's token was revoked (logout) or expired: log in again.
+pub const CLOSE_TOKEN_ENDED: u16 = 4001;
 /// Outgoing bytes a session may have queued (and held back) before it is closed with 1013.
 pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 /// What a queued frame costs beyond its payload: its slot in the queue and the allocation's
@@ -176,7 +179,9 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// Starts the session and its writer task for an upgraded connection.
+    /// Starts the session and its writer task for an upgraded connection. The session closes
+    /// with [`CLOSE_TOKEN_ENDED`] when `lease` resolves, and holds it (its per-user slot) until
+    /// it stops.
     pub fn start(
         user_id: i64,
         family_id: i64,
@@ -184,6 +189,7 @@ impl WsSession {
         deps: ChatDeps,
         ws: actix_ws::Session,
         incoming: actix_ws::MessageStream,
+        lease: SessionLease,
     ) -> Addr<WsSession> {
         let (out, rx) = mpsc::unbounded_channel();
         let outbox = Arc::new(Outbox::default());
@@ -198,6 +204,12 @@ impl WsSession {
                     session.do_send(WriterStopped);
                 }
             });
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(lease).map(|(), act, ctx| {
+                    log::info!("chat session {}: token ended, closing with 4001", act.id);
+                    act.close(CLOSE_TOKEN_ENDED, ctx);
+                }),
+            );
             WsSession {
                 id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
                 user_id,

@@ -184,3 +184,19 @@ pub mod mission {
     }
     no_relations!();
 }
+
+pub mod revoked_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "revoked_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub jti: String,
+        pub user_id: i64,
+        /// The token's `exp`, Unix seconds.
+        pub expires_at: i64,
+        pub revoked_at: DateTimeUtc,
+    }
+    no_relations!();
+}

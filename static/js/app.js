@@ -1,6 +1,6 @@
 // Boot, session and the hash router. Each screen module exports `render(view, ctx)` and may
 // return a cleanup function that runs when the user leaves the screen.
-import { ApiError, get, getToken, onUnauthorized, setToken } from './api.js';
+import { ApiError, get, getToken, onUnauthorized, post, setToken } from './api.js';
 import { h, showError, toast } from './dom.js';
 import { BoardFeed } from './board-feed.js';
 import * as authScreen from './auth.js';
@@ -141,10 +141,13 @@ async function signedIn(token) {
 
 async function logout(clearSubscription = true) {
   if (clearSubscription) await disablePushOnLogout();
+  stopFamilyLive();
+  // Revoke the token on the server too (its streams end there); logging out here does not
+  // depend on it.
+  if (getToken()) await post('/auth/logout').catch(() => {});
   setToken(null);
   ctx.user = null;
   ctx.family = null;
-  stopFamilyLive();
   navigate('login');
 }
 

@@ -135,11 +135,17 @@ export class ChatClient {
       }
       this.handle(frame);
     });
-    ws.addEventListener('close', () => {
+    ws.addEventListener('close', (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.present.clear();
       if (!this.running) return;
+      if (event.code === 4001) {
+        // The token was revoked or expired: one plain request shows a 401 and sends the user to
+        // log in; reconnecting with this token would only be refused.
+        get('/me').catch(() => {});
+        return;
+      }
       this.setStatus(navigator.onLine === false ? 'offline' : 'connecting');
       this.scheduleReconnect();
     });

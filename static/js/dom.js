@@ -7,6 +7,9 @@ export function h(tag, attrs = {}, ...children) {
       el.addEventListener(key.slice(2).toLowerCase(), value);
     } else if (key === 'class') {
       el.className = value;
+    } else if (key === 'style') {
+      // Through the CSSOM: the Content-Security-Policy refuses inline style attributes.
+      el.style.cssText = value;
     } else if (key === 'dataset') {
       Object.assign(el.dataset, value);
     } else if (key in el && typeof value !== 'string') {

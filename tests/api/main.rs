@@ -4,6 +4,7 @@ mod board;
 mod chat;
 mod errors;
 mod helpers;
+mod limits_auth;
 mod limits_chat;
 mod missions;
 mod openapi;

@@ -10,6 +10,7 @@ use crate::helpers::{TestApp, spawn_app};
 const ROUTES: &[(&str, &[&str])] = &[
     ("/api/auth/signup", &["post"]),
     ("/api/auth/login", &["post"]),
+    ("/api/auth/logout", &["post"]),
     ("/api/me", &["get"]),
     ("/api/family/invite", &["post"]),
     ("/api/family/join", &["post"]),

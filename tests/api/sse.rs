@@ -171,7 +171,12 @@ async fn another_family_hears_nothing() {
 async fn two_hundred_dropped_streams_leave_no_session_behind() {
     // A closed connection is noticed when the next write to it fails: at the latest one or two
     // ping intervals later (the first write after the peer's FIN may still succeed).
-    let app = spawn_app_with(|c| c.timing.sse_ping_secs = 1).await;
+    // 100 streams per member: past the default per-user limit of 16.
+    let app = spawn_app_with(|c| {
+        c.timing.sse_ping_secs = 1;
+        c.max_sessions_per_user = 100;
+    })
+    .await;
     let fam = app.family("sse_drop").await;
     let mut streams = Vec::new();
     for i in 0..200 {

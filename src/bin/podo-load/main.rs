@@ -1,8 +1,8 @@
 //! podo-load: the load generator and benchmark of the podo server.
 //!
 //! `seed` writes families straight into the database and mints their tokens; the scenarios
-//! (`board`, `sse-idle`, `chat`, `storm`, `push`) drive a running server over loopback through the public
-//! API (REST, SSE, WebSocket), measure latencies with HDR histograms and check, from the clients'
+//! (`board`, `sse-idle`, `chat`, `storm`, `push`, `signup`) drive a running server over loopback
+//! through the public API (REST, SSE, WebSocket), measure latencies with HDR histograms and check, from the clients'
 //! side, that nothing acknowledged was lost, duplicated or reordered. Every run is bounded: it
 //! stops after `--duration` and a hard deadline ends the process whatever happens.
 mod client;
@@ -37,6 +37,9 @@ enum Command {
     SseIdle(scenario::sse_idle::SseIdleArgs),
     /// Chat messages at a target rate over WebSocket: send → ack, send → partner delivery, order.
     Chat(scenario::chat::ChatArgs),
+    /// Sign-ups and then logins through the API at a fixed concurrency (each an argon2id hash):
+    /// throughput, latency and the server's RSS after.
+    Signup(scenario::signup::SignupArgs),
     /// Chat under reconnect storms: drop a share of the sessions periodically, resume, check that
     /// nothing acknowledged is missing, duplicated or out of order.
     Storm(scenario::chat::StormArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => scenario::chat::run_chat(args),
         Command::Storm(args) => scenario::chat::run_storm(args),
         Command::Push(args) => scenario::push::run(args),
+        Command::Signup(args) => scenario::signup::run(args),
     };
     match outcome {
         Ok(report) => {

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod chat;
 pub mod push;
+pub mod signup;
 pub mod sse_idle;
 
 use std::future::Future;

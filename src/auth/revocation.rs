@@ -1,0 +1,220 @@
+//! Revoked tokens: stored in `revoked_tokens` (so a logout holds after a restart and on every
+//! server process of the database) and kept in memory, so that checking a request costs no query.
+//!
+//! Other processes' logouts are picked up by reading the rows added since the last look, at most
+//! once per [`REFRESH_INTERVAL`] and only when a request asks (an idle server sends no
+//! statements). Open streams and sockets watch their token: a revocation seen here, whether by
+//! this process's logout or a refresh, ends them at once.
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::model;
+use crate::store::Db;
+use crate::store::entities::revoked_token;
+
+/// How stale this process's view of other processes' logouts may get.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Rows re-read below the newest id seen: on PostgreSQL a row with a smaller id can commit after
+/// one with a larger id, and would otherwise be missed.
+const REREAD_ROWS: i64 = 64;
+/// How often expired rows are deleted (by whichever process refreshes).
+const DB_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+struct Cursor {
+    newest_id: i64,
+    db_swept: Instant,
+}
+
+pub struct Revocations {
+    db: Db,
+    /// Token id → its `exp` (Unix seconds), until it expires.
+    revoked: DashMap<String, i64>,
+    /// Token id → the watch its open sessions hold; present only while some are open.
+    live: Arc<DashMap<String, watch::Sender<bool>>>,
+    started: Instant,
+    /// Milliseconds after `started` of the last refresh.
+    refreshed_ms: AtomicU64,
+    cursor: tokio::sync::Mutex<Cursor>,
+}
+
+impl Revocations {
+    /// Reads every revocation that has not expired yet.
+    pub async fn load(db: Db) -> Result<Revocations, sea_orm::DbErr> {
+        let now = model::now().timestamp();
+        let rows = revoked_token::Entity::find()
+            .filter(revoked_token::Column::ExpiresAt.gt(now))
+            .all(&db.read)
+            .await?;
+        let newest = revoked_token::Entity::find()
+            .order_by_desc(revoked_token::Column::Id)
+            .one(&db.read)
+            .await?
+            .map_or(0, |r| r.id);
+        let revoked = rows.into_iter().map(|r| (r.jti, r.expires_at)).collect();
+        Ok(Revocations {
+            db,
+            revoked,
+            live: Arc::default(),
+            started: Instant::now(),
+            refreshed_ms: AtomicU64::new(0),
+            cursor: tokio::sync::Mutex::new(Cursor {
+                newest_id: newest,
+                db_swept: Instant::now(),
+            }),
+        })
+    }
+
+    /// Whether the token `id` was revoked here or (up to [`REFRESH_INTERVAL`] ago) anywhere.
+    pub async fn is_revoked(&self, id: &str) -> Result<bool, ApiError> {
+        if self.revoked.contains_key(id) {
+            return Ok(true);
+        }
+        self.refresh_if_stale().await?;
+        Ok(self.revoked.contains_key(id))
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn refresh_if_stale(&self) -> Result<(), ApiError> {
+        let interval = REFRESH_INTERVAL.as_millis() as u64;
+        if self.elapsed_ms() < self.refreshed_ms.load(Ordering::Acquire) + interval {
+            return Ok(());
+        }
+        // One refresh at a time; those who waited find it fresh.
+        let mut cursor = self.cursor.lock().await;
+        if self.elapsed_ms() < self.refreshed_ms.load(Ordering::Acquire) + interval {
+            return Ok(());
+        }
+        let rows = revoked_token::Entity::find()
+            .filter(revoked_token::Column::Id.gt(cursor.newest_id - REREAD_ROWS))
+            .order_by_asc(revoked_token::Column::Id)
+            .all(&self.db.read)
+            .await?;
+        for row in rows {
+            cursor.newest_id = cursor.newest_id.max(row.id);
+            self.remember(row.jti, row.expires_at);
+        }
+        if cursor.db_swept.elapsed() >= DB_SWEEP_INTERVAL {
+            cursor.db_swept = Instant::now();
+            let expired = revoked_token::Entity::delete_many()
+                .filter(revoked_token::Column::ExpiresAt.lt(model::now().timestamp()))
+                .exec(&self.db.write)
+                .await?;
+            log::debug!(
+                "deleted {} expired token revocations",
+                expired.rows_affected
+            );
+        }
+        self.refreshed_ms
+            .store(self.elapsed_ms(), Ordering::Release);
+        Ok(())
+    }
+
+    fn remember(&self, id: String, exp: i64) {
+        if exp <= model::now().timestamp() {
+            return;
+        }
+        // Stored before the watch fires: a session subscribing meanwhile sees one or the other.
+        self.revoked.insert(id.clone(), exp);
+        if let Some((_, watch)) = self.live.remove(&id) {
+            let _ = watch.send(true);
+        }
+    }
+
+    /// Revokes the token `id` of `user_id` (valid until `exp`): stored first, then its open
+    /// sessions end.
+    pub async fn revoke(&self, id: &str, user_id: i64, exp: i64) -> Result<(), ApiError> {
+        let row = revoked_token::ActiveModel {
+            jti: Set(id.to_owned()),
+            user_id: Set(user_id),
+            expires_at: Set(exp),
+            revoked_at: Set(model::now()),
+            ..Default::default()
+        };
+        // A second logout of the token (racing, or from another process) stores nothing new.
+        revoked_token::Entity::insert(row)
+            .on_conflict_do_nothing_on([revoked_token::Column::Jti])
+            .exec(&self.db.write)
+            .await?;
+        self.remember(id.to_owned(), exp);
+        Ok(())
+    }
+
+    /// Forgets revocations of tokens that have expired (they fail verification anyway).
+    pub fn sweep(&self) {
+        let now = model::now().timestamp();
+        self.revoked.retain(|_, exp| *exp > now);
+        // Two last sessions of a token ending at the same instant may both leave the entry.
+        self.live.retain(|_, tx| tx.receiver_count() > 0);
+    }
+
+    /// Resolves when the token `id` (valid until `exp`, Unix seconds) is revoked or expires;
+    /// what an open stream or socket waits on to end. Resolves at once if it is revoked already.
+    pub fn ended(&self, id: &str, exp: i64) -> impl Future<Output = ()> + use<> {
+        let rx = self
+            .live
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe();
+        // A revocation between the request's check and the subscription above is seen here.
+        let already = self.revoked.contains_key(id);
+        let watch = TokenWatch {
+            rx,
+            id: id.to_owned(),
+            live: self.live.clone(),
+        };
+        // A token is accepted through the whole second `exp` (jsonwebtoken refuses `exp < now`
+        // in whole seconds), so it ends when the next second begins.
+        let ends_ms = exp.saturating_add(1).saturating_mul(1000);
+        let left = Duration::from_millis(
+            ends_ms
+                .saturating_sub(model::now().timestamp_millis())
+                .max(0) as u64,
+        );
+        let deadline = tokio::time::Instant::now() + left;
+        async move {
+            let mut watch = watch;
+            if already {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = watch.revoked() => {}
+            }
+        }
+    }
+}
+
+/// A session's watch on its token; the last one of a token removes the token's entry.
+struct TokenWatch {
+    rx: watch::Receiver<bool>,
+    id: String,
+    live: Arc<DashMap<String, watch::Sender<bool>>>,
+}
+
+impl TokenWatch {
+    async fn revoked(&mut self) {
+        if self.rx.wait_for(|revoked| *revoked).await.is_err() {
+            // The sender went away without a revocation: nothing will end this session but
+            // its expiry.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for TokenWatch {
+    fn drop(&mut self) {
+        // `rx` is still alive here: the entry goes when this is the last receiver.
+        self.live
+            .remove_if(&self.id, |_, tx| tx.receiver_count() <= 1);
+    }
+}
