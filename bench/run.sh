@@ -35,7 +35,7 @@ done
 # default soft limit.
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --bins
+cargo build --release -p podo -p podo-load
 
 WORK=$(mktemp -d -t podo-bench.XXXXXX)
 RESULTS="$WORK/results"
