@@ -8,3 +8,5 @@ mod helpers;
 mod accessibility;
 mod browser;
 mod family_flow;
+mod offline;
+mod outage;
