@@ -10,3 +10,4 @@ mod browser;
 mod family_flow;
 mod offline;
 mod outage;
+mod retries;
