@@ -7,6 +7,7 @@ mod helpers;
 
 mod accessibility;
 mod browser;
+mod client_files;
 mod family_flow;
 mod offline;
 mod outage;
