@@ -11,6 +11,8 @@ import * as missionsScreen from './missions.js';
 import * as calendarScreen from './calendar.js';
 import * as chatScreen from './chat.js';
 import { disablePushOnLogout, initPushButton, registerServiceWorker } from './push.js';
+import { initConnectivity, isOnline, onConnectivity } from './connectivity.js';
+import { forgetAll, recall, remember } from './last-known.js';
 
 const SCREENS = {
   login: authScreen,
@@ -96,7 +98,10 @@ function renderChrome(name) {
     );
   }
   for (const tab of tabbar.querySelectorAll('a')) {
-    tab.classList.toggle('active', tab.dataset.tab === name);
+    const active = tab.dataset.tab === name;
+    tab.classList.toggle('active', active);
+    if (active) tab.setAttribute('aria-current', 'page');
+    else tab.removeAttribute('aria-current');
   }
 }
 
@@ -106,11 +111,12 @@ function updateBadge() {
   const pending = board && board.status === 'active' && ctx.user && ctx.user.role === 'child' ? board.unattached : 0;
   badge.hidden = !pending;
   badge.textContent = pending ? String(pending) : '';
+  badge.setAttribute('aria-label', pending ? `붙일 포도알 ${pending}개` : '');
 }
 
 function startFamilyLive() {
   if (ctx.family && !ctx.board) {
-    ctx.board = new BoardFeed();
+    ctx.board = new BoardFeed(ctx.user.id);
     ctx.board.subscribe(updateBadge);
     ctx.board.start();
   }
@@ -126,10 +132,28 @@ function stopFamilyLive() {
 
 async function refreshMe() {
   const me = await get('/me');
+  const changed = !ctx.user || ctx.user.id !== me.user.id || Boolean(ctx.family) !== Boolean(me.family);
+  if (changed) stopFamilyLive();
   ctx.user = me.user;
   ctx.family = me.family;
+  ctx.stale = false;
+  remember('me', 'me', me);
   if (ctx.family) startFamilyLive();
   return me;
+}
+
+/**
+ * Offline at start: carry on as the user we were, with what we last knew; who we are is asked
+ * again as soon as the server answers.
+ */
+function startFromLastKnown() {
+  const me = recall('me', 'me');
+  if (!me || !me.user) return false;
+  ctx.user = me.user;
+  ctx.family = me.family;
+  ctx.stale = true;
+  if (ctx.family) startFamilyLive();
+  return true;
 }
 
 /** After login: the token is stored, load who we are and go to the right screen. */
@@ -146,6 +170,7 @@ async function logout(clearSubscription = true) {
   // depend on it.
   if (getToken()) await post('/auth/logout').catch(() => {});
   setToken(null);
+  forgetAll();
   ctx.user = null;
   ctx.family = null;
   navigate('login');
@@ -154,6 +179,7 @@ async function logout(clearSubscription = true) {
 onUnauthorized(() => {
   if (!ctx.user && !getToken()) return;
   setToken(null);
+  forgetAll();
   ctx.user = null;
   ctx.family = null;
   stopFamilyLive();
@@ -162,6 +188,7 @@ onUnauthorized(() => {
 });
 
 async function boot() {
+  initConnectivity();
   registerServiceWorker();
   document.getElementById('logout-button').addEventListener('click', () => logout());
   initPushButton(document.getElementById('push-button'));
@@ -175,6 +202,16 @@ async function boot() {
       route();
     }
   });
+  // Back online after an offline start: who we are may have changed (paired meanwhile).
+  onConnectivity((online) => {
+    if (!online || !ctx.stale || !getToken()) return;
+    const before = ctx.family ? ctx.family.id : null;
+    refreshMe()
+      .then(() => {
+        if ((ctx.family ? ctx.family.id : null) !== before) route();
+      })
+      .catch(() => {});
+  });
   if (getToken()) {
     for (;;) {
       try {
@@ -182,8 +219,9 @@ async function boot() {
         break;
       } catch (error) {
         if (error instanceof ApiError && error.status === 401) break;
-        // Offline at start: keep the token and try again shortly.
-        showError(error);
+        if (error instanceof ApiError && error.unanswered && startFromLastKnown()) break;
+        // Offline at the very first start: keep the token and try again shortly.
+        if (isOnline()) showError(error);
         await new Promise((resolve) => setTimeout(resolve, 3000));
       }
     }

@@ -36,7 +36,7 @@ function loginForm(ctx) {
     h('h2', {}, '로그인'),
     field('아이디', h('input', { name: 'login', autocomplete: 'username', required: true, autocapitalize: 'off' })),
     field('비밀번호', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
-    h('button', { class: 'button primary big', type: 'submit' }, '로그인'),
+    h('button', { class: 'button primary big', type: 'submit', 'data-needs-server': true }, '로그인'),
     h('p', { class: 'switch' }, '처음이신가요? ', h('a', { href: '#/signup', id: 'to-signup' }, '회원가입')),
   );
   form.addEventListener('submit', (event) => {
@@ -60,7 +60,7 @@ function signupForm(ctx) {
       'label',
       { class: 'role-option' },
       h('input', { type: 'radio', name: 'role', value, required: true }),
-      h('span', { class: 'role-card' }, h('span', { class: 'role-icon' }, icon), label),
+      h('span', { class: 'role-card' }, h('span', { class: 'role-icon', 'aria-hidden': 'true' }, icon), label),
     );
   const form = h(
     'form',
@@ -70,7 +70,7 @@ function signupForm(ctx) {
     field('아이디', h('input', { name: 'login', autocomplete: 'username', required: true, minlength: 4, maxlength: 20, pattern: '[A-Za-z0-9_]{4,20}', autocapitalize: 'off' }), '영문, 숫자, _ 4-20자'),
     field('이름', h('input', { name: 'name', autocomplete: 'nickname', required: true, maxlength: 30 })),
     field('비밀번호', h('input', { name: 'password', type: 'password', autocomplete: 'new-password', required: true, minlength: 8, maxlength: 128 }), '8자 이상'),
-    h('button', { class: 'button primary big', type: 'submit' }, '가입하기'),
+    h('button', { class: 'button primary big', type: 'submit', 'data-needs-server': true }, '가입하기'),
     h('p', { class: 'switch' }, '이미 계정이 있나요? ', h('a', { href: '#/login' }, '로그인')),
   );
   form.addEventListener('submit', (event) => {

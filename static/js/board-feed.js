@@ -3,15 +3,25 @@
 // server's `retry: 2000`. Listeners get the latest board; a state older than the one shown is
 // ignored (versions only grow).
 import { get, getToken } from './api.js';
+import { checkConnection } from './connectivity.js';
+import { recall, remember } from './last-known.js';
 
 /** Back-off for a stream the browser gave up on (e.g. 401 after the token expired). */
 const REOPEN_MS = [2000, 5000, 10000, 30000];
 
 export class BoardFeed {
-  constructor() {
+  constructor(userId) {
+    this.userId = userId;
     this.board = null;
     this.version = -1;
     this.loaded = false;
+    // The board last seen (offline start): shown at once, replaced by the server's first state
+    // (whatever its version: the saved one may come from another database).
+    const last = recall(userId, 'board');
+    if (last !== undefined) {
+      this.board = last;
+      this.loaded = true;
+    }
     this.listeners = new Set();
     this.source = null;
     this.reopenTimer = null;
@@ -44,6 +54,7 @@ export class BoardFeed {
     this.version = version;
     this.board = board;
     this.loaded = true;
+    remember(this.userId, 'board', board);
     for (const listener of this.listeners) listener(board);
   }
 
@@ -67,6 +78,7 @@ export class BoardFeed {
     });
     source.addEventListener('error', () => {
       document.documentElement.dataset.boardLive = 'reconnecting';
+      checkConnection();
       if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
       // Refused: one plain request tells why (a 401 sends the user to log in), then retry later.
       source.close();

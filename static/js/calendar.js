@@ -16,8 +16,8 @@ export function render(view) {
   let loads = 0; // only the latest month's answer may be drawn (answers can arrive out of order)
 
   const title = h('h2', { class: 'month-title', id: 'month-title' });
-  const prev = h('button', { class: 'icon-button', type: 'button', id: 'month-prev', 'aria-label': '이전 달' }, '‹');
-  const next = h('button', { class: 'icon-button', type: 'button', id: 'month-next', 'aria-label': '다음 달' }, '›');
+  const prev = h('button', { class: 'icon-button', type: 'button', id: 'month-prev', 'aria-label': '이전 달', 'aria-controls': 'month-grid' }, '‹');
+  const next = h('button', { class: 'icon-button', type: 'button', id: 'month-next', 'aria-label': '다음 달', 'aria-controls': 'month-grid' }, '›');
   const grid = h('div', { class: 'month-grid', id: 'month-grid' });
   const detail = h('div', { class: 'card day-detail', id: 'day-detail' });
   const legend = h(
@@ -72,6 +72,7 @@ export function render(view) {
       if (!current()) return;
       days = new Map();
       if (error.missing) note = '캘린더 기능을 준비하고 있어요.';
+      else if (error.unanswered) note = '오프라인이라 캘린더를 불러올 수 없어요. 연결되면 다시 보여 드릴게요.';
       else showError(error);
     }
     grid.dataset.loaded = `${year}-${String(month + 1).padStart(2, '0')}`;
@@ -96,10 +97,22 @@ export function render(view) {
         if (entry.missions_approved.length) dots.push(h('i', { class: 'dot approved' }));
         if (entry.gifts_given.length) dots.push(h('i', { class: 'dot gift' }));
       }
+      const marks = [];
+      if (entry && entry.missions_due.length) marks.push(`마감 미션 ${entry.missions_due.length}개`);
+      if (entry && entry.missions_approved.length) marks.push(`승인된 미션 ${entry.missions_approved.length}개`);
+      if (entry && entry.gifts_given.length) marks.push(`받은 선물 ${entry.gifts_given.length}개`);
       const cell = h(
         'button',
-        { type: 'button', class: `day${date === today ? ' today' : ''}${date === selected ? ' selected' : ''}${(first + d - 1) % 7 === 0 ? ' sunday' : ''}`, dataset: { date } },
+        {
+          type: 'button',
+          class: `day${date === today ? ' today' : ''}${date === selected ? ' selected' : ''}${(first + d - 1) % 7 === 0 ? ' sunday' : ''}`,
+          dataset: { date },
+          'aria-pressed': date === selected ? 'true' : 'false',
+          'aria-current': date === today ? 'date' : null,
+        },
         h('span', { class: 'day-number' }, d),
+        // Read as "3일 (목), 오늘, 마감 미션 1개": the month is the heading above the grid.
+        h('span', { class: 'sr-only' }, [`일 (${'일월화수목금토'[(first + d - 1) % 7]})`, date === today ? '오늘' : '', ...marks].filter(Boolean).join(', ')),
         h('span', { class: 'dots' }, dots),
       );
       cell.addEventListener('click', () => {
@@ -130,5 +143,5 @@ export function render(view) {
 }
 
 function weekdayRow() {
-  return h('div', { class: 'weekdays' }, ...'일월화수목금토'.split('').map((d) => h('span', {}, d)));
+  return h('div', { class: 'weekdays', 'aria-hidden': 'true' }, ...'일월화수목금토'.split('').map((d) => h('span', {}, d)));
 }

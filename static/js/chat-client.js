@@ -1,12 +1,23 @@
 // The chat connection: WebSocket on /api/chat/ws with automatic reconnect, `resume` after the
 // last message seen, an outbox re-sent with the same client_id until acked (kept across reloads),
 // presence, and visibility frames. History pages come from GET /api/chat/messages.
+//
+// Offline, the newest messages seen are shown from the last-known copy, and what is typed waits
+// in the outbox; when the server is back the socket reconnects and the outbox goes out with the
+// same client_ids, so each message is stored once however often it was sent. A `not_stored` or
+// `too_many_pending` error sends the outbox again after a short, growing pause.
 import { get, getToken, randomId } from './api.js';
+import { checkConnection, onConnectivity } from './connectivity.js';
+import { recall, remember } from './last-known.js';
 
 const PAGE = 50;
 const MAX_RESUME_GAP = 200;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
+const RESEND_MIN_MS = 500;
+const RESEND_MAX_MS = 8000;
+/** Messages kept for an offline start. */
+const KEEP = 100;
 export const MAX_TEXT = 2000;
 
 export class ChatClient {
@@ -26,9 +37,23 @@ export class ChatClient {
     this.attempts = 0;
     this.reconnectTimer = null;
     this.loadingOlder = false;
+    this.resendTimer = null;
+    this.resends = 0;
+    this.stopConnectivity = null;
     this.onVisibility = () => this.sendFrame({ type: 'visibility', visible: document.visibilityState === 'visible' });
     this.onOnline = () => this.reconnectNow();
     this.onOffline = () => this.setStatus('offline');
+    const last = recall(userId, 'chat');
+    if (last && Array.isArray(last.messages)) {
+      this.addAll(last.messages);
+      this.hasOlder = Boolean(last.hasOlder);
+    }
+  }
+
+  /** Keeps the newest messages for the next offline start. */
+  saveLastKnown() {
+    const messages = this.sorted().slice(-KEEP);
+    remember(this.userId, 'chat', { messages, hasOlder: this.hasOlder || messages.length < this.messages.size });
   }
 
   subscribe(listener) {
@@ -57,6 +82,7 @@ export class ChatClient {
     document.addEventListener('visibilitychange', this.onVisibility);
     window.addEventListener('online', this.onOnline);
     window.addEventListener('offline', this.onOffline);
+    this.stopConnectivity = onConnectivity((online) => (online ? this.reconnectNow() : this.setStatus('offline')));
     if (!this.messages.size) await this.loadNewest();
     this.connect();
   }
@@ -66,7 +92,10 @@ export class ChatClient {
     document.removeEventListener('visibilitychange', this.onVisibility);
     window.removeEventListener('online', this.onOnline);
     window.removeEventListener('offline', this.onOffline);
+    if (this.stopConnectivity) this.stopConnectivity();
+    this.stopConnectivity = null;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.resendTimer);
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -84,6 +113,7 @@ export class ChatClient {
       this.lastSeq = 0;
       this.addAll(messages);
       this.hasOlder = messages.length > 0 && messages[0].seq > 1;
+      this.saveLastKnown();
       this.emit({ kind: 'reset' });
     } catch (error) {
       if (error.missing) this.available = false;
@@ -147,6 +177,7 @@ export class ChatClient {
         return;
       }
       this.setStatus(navigator.onLine === false ? 'offline' : 'connecting');
+      if (event.code !== 1000) checkConnection();
       this.scheduleReconnect();
     });
   }
@@ -197,9 +228,11 @@ export class ChatClient {
       }
       case 'message':
         this.add(frame);
+        this.saveLastKnown();
         this.emit({ kind: 'message', message: frame });
         break;
       case 'ack':
+        this.resends = 0;
         this.dropFromOutbox(frame.client_id);
         this.emit({ kind: 'ack' });
         break;
@@ -212,6 +245,8 @@ export class ChatClient {
         this.emit({ kind: 'resumed' });
         break;
       case 'error':
+        // Nothing was stored: send again (the same client_ids; the server stores each once).
+        if (frame.code === 'not_stored' || frame.code === 'too_many_pending') this.resendSoon();
         this.emit({ kind: 'error', frame });
         break;
       default:
@@ -233,6 +268,16 @@ export class ChatClient {
     this.saveOutbox();
     if (this.status === 'online') this.sendFrame({ type: 'send', client_id: entry.client_id, text });
     this.emit({ kind: 'pending' });
+  }
+
+  resendSoon() {
+    clearTimeout(this.resendTimer);
+    const delay = Math.min(RESEND_MAX_MS, RESEND_MIN_MS * 2 ** this.resends);
+    this.resends += 1;
+    this.resendTimer = setTimeout(() => {
+      this.flushOutbox();
+      this.emit({ kind: 'pending' });
+    }, delay);
   }
 
   flushOutbox() {

@@ -1,4 +1,6 @@
 // A tiny DOM toolkit: element builder, toast, dates.
+import { keepOfflineState } from './connectivity.js';
+
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -43,14 +45,21 @@ export function s(tag, attrs = {}, ...children) {
 }
 
 let toastTimer;
+/**
+ * A short note at the bottom of the screen, above the tab bar (never over the gift's name or
+ * the screen's title), that does not catch taps. The element stays in the page as a polite live
+ * region; it is emptied rather than hidden, so every new text is announced.
+ */
 export function toast(message, kind = 'info') {
   const el = document.getElementById('toast');
+  el.hidden = false;
   el.textContent = message;
   el.dataset.kind = kind;
-  el.hidden = false;
+  el.classList.add('show');
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => {
-    el.hidden = true;
+    el.classList.remove('show');
+    el.textContent = '';
   }, 2600);
 }
 
@@ -66,6 +75,7 @@ export async function busy(button, work) {
     return await work();
   } finally {
     button.disabled = false;
+    keepOfflineState(button);
   }
 }
 

@@ -1,7 +1,12 @@
 // The grape bunch: `size` grapes in rows like a real bunch (a wide shoulder tapering to a tip),
 // drawn as SVG circles. Grapes fill in reading order: attached first, then the granted ones
 // waiting to be attached, then empty ones.
-import { s } from './dom.js';
+//
+// The drawing is decoration (hidden from assistive technology; the count beside it says the
+// same in words). A child's waiting grapes are real `<button>`s laid over their circles, each
+// named "포도알 붙이기" with the number waiting, so that they can be reached and pressed without
+// seeing or pointing.
+import { h, s } from './dom.js';
 
 const R = 20;
 const DX = 2 * R + 3;
@@ -31,9 +36,12 @@ export function grapeBunch(board, { onPendingTap } = {}) {
   const svg = s('svg', {
     class: 'bunch',
     viewBox: `0 0 ${width} ${height}`,
-    role: 'img',
-    'aria-label': `포도알 ${board.attached}/${board.size}`,
+    'aria-hidden': 'true',
+    focusable: 'false',
   });
+  const wrap = h('div', { class: 'bunch-wrap' }, svg);
+  const label = `포도알 붙이기 (붙일 포도알 ${board.unattached}개)`;
+  let firstButton = true;
   svg.append(
     s('defs', {},
       s('radialGradient', { id: 'grape-fill', cx: '35%', cy: '30%', r: '75%' },
@@ -61,16 +69,25 @@ export function grapeBunch(board, { onPendingTap } = {}) {
       if (state === 'pending') {
         g.append(s('text', { class: 'grape-plus', 'text-anchor': 'middle', 'dominant-baseline': 'central' }, document.createTextNode('+')));
         if (onPendingTap) {
-          g.setAttribute('role', 'button');
-          g.setAttribute('tabindex', '0');
-          g.setAttribute('aria-label', '포도알 붙이기');
-          g.addEventListener('click', onPendingTap);
-          g.addEventListener('keydown', (e) => (e.key === 'Enter' || e.key === ' ') && onPendingTap(e));
+          // Every waiting grape does the same (attach one), so only the first is a tab stop.
+          const cx = x0 + i * DX;
+          const button = h('button', {
+            type: 'button',
+            class: 'grape-button',
+            'aria-label': label,
+            'data-index': index,
+            'data-needs-server': true,
+            tabindex: firstButton ? '0' : '-1',
+            style: `left:${((cx - R) / width) * 100}%;top:${((y - R) / height) * 100}%;width:${((2 * R) / width) * 100}%;height:${((2 * R) / height) * 100}%`,
+          });
+          button.addEventListener('click', onPendingTap);
+          wrap.append(button);
+          firstButton = false;
         }
       }
       svg.append(g);
       index += 1;
     }
   });
-  return svg;
+  return wrap;
 }

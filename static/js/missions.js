@@ -1,6 +1,7 @@
 // Missions: the parent creates and decides, the child submits; an approval grants the reward.
-import { del, get, post } from './api.js';
+import { ApiError, del, get, post } from './api.js';
 import { busy, emptyState, formatDay, h, showError, toast } from './dom.js';
+import { recall, remember } from './last-known.js';
 
 const STATUS = { open: '진행 중', submitted: '확인 대기', approved: '승인됨', rejected: '다시 해 보기' };
 
@@ -13,23 +14,30 @@ export function render(view, ctx) {
   view.append(root);
 
   let closed = false;
+  const show = (missions) => {
+    if (!missions.length) {
+      list.replaceChildren(emptyState('✅', '아직 미션이 없어요', isParent ? '위에서 첫 미션을 만들어 보세요.' : '부모님이 미션을 주면 여기에 보여요.'));
+      return;
+    }
+    const order = { submitted: 0, open: 1, rejected: 1, approved: 2 };
+    missions.sort((a, b) => order[a.status] - order[b.status] || b.id - a.id);
+    list.replaceChildren(...missions.map((m) => missionCard(m, ctx, load)));
+  };
   const load = async () => {
     try {
       const { missions } = await get('/missions');
       if (closed) return;
-      if (!missions.length) {
-        list.replaceChildren(emptyState('✅', '아직 미션이 없어요', isParent ? '위에서 첫 미션을 만들어 보세요.' : '부모님이 미션을 주면 여기에 보여요.'));
-        return;
-      }
-      const order = { submitted: 0, open: 1, rejected: 1, approved: 2 };
-      missions.sort((a, b) => order[a.status] - order[b.status] || b.id - a.id);
-      list.replaceChildren(...missions.map((m) => missionCard(m, ctx, load)));
+      remember(ctx.user.id, 'missions', missions);
+      show(missions);
     } catch (error) {
       if (closed) return;
       if (error.missing) list.replaceChildren(emptyState('🛠️', '미션 기능을 준비하고 있어요', '곧 만나요!'));
-      else showError(error);
+      // Offline: the last known list (already shown) stays.
+      else if (!(error instanceof ApiError && error.unanswered && recall(ctx.user.id, 'missions'))) showError(error);
     }
   };
+  const last = recall(ctx.user.id, 'missions');
+  if (last) show(last);
   load();
   return () => {
     closed = true;
@@ -40,7 +48,7 @@ function createForm(reload) {
   const form = h(
     'form',
     { class: 'card mission-form', id: 'mission-form' },
-    h('h3', {}, '새 미션'),
+    h('h2', {}, '새 미션'),
     h('input', { name: 'title', required: true, maxlength: 200, placeholder: '예: 방 정리하기', 'aria-label': '미션 제목' }),
     h(
       'div',
@@ -48,7 +56,7 @@ function createForm(reload) {
       h('label', { class: 'inline-field' }, '🍇', h('input', { name: 'reward', type: 'number', min: '1', max: '100', value: '1', 'aria-label': '보상 포도알' }), '알'),
       h('label', { class: 'inline-field' }, '마감', h('input', { name: 'due_on', type: 'date', 'aria-label': '마감일' })),
     ),
-    h('button', { class: 'button primary big', type: 'submit' }, '미션 만들기'),
+    h('button', { class: 'button primary big', type: 'submit', 'data-needs-server': true }, '미션 만들기'),
   );
   form.addEventListener('submit', (event) => {
     event.preventDefault();
@@ -71,7 +79,7 @@ function createForm(reload) {
 
 function missionCard(mission, ctx, reload) {
   const act = (label, cls, work) => {
-    const button = h('button', { class: `button small ${cls}`, type: 'button' }, label);
+    const button = h('button', { class: `button small ${cls}`, type: 'button', 'aria-label': `${mission.title}: ${label}`, 'data-needs-server': true }, label);
     button.addEventListener('click', () =>
       busy(button, async () => {
         try {
@@ -88,7 +96,7 @@ function missionCard(mission, ctx, reload) {
   const id = mission.id;
   let extra = null; // the inline reject form, under the buttons while open
   const toggle = (label, cls, build) => {
-    const button = h('button', { class: `button small ${cls}`, type: 'button', 'aria-expanded': 'false' }, label);
+    const button = h('button', { class: `button small ${cls}`, type: 'button', 'aria-expanded': 'false', 'aria-label': `${mission.title}: ${label}`, 'data-needs-server': true }, label);
     button.addEventListener('click', () => {
       if (extra) {
         extra.remove();
@@ -138,7 +146,7 @@ function missionCard(mission, ctx, reload) {
 /** The parent says why (optional, up to 200 characters) before rejecting. */
 function rejectForm(id, reload) {
   const input = h('input', { name: 'reason', maxlength: '200', placeholder: '거절하는 이유 (선택)', 'aria-label': '거절 이유' });
-  const form = h('form', { class: 'reject-form' }, input, h('button', { class: 'button small danger-fill', type: 'submit' }, '거절하기'));
+  const form = h('form', { class: 'reject-form' }, input, h('button', { class: 'button small danger-fill', type: 'submit', 'data-needs-server': true }, '거절하기'));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const reason = input.value.trim();

@@ -14,7 +14,7 @@ export function render(view, ctx) {
 
 function parentView(ctx, timers) {
   const codeBox = h('div', { class: 'invite', id: 'invite' });
-  const button = h('button', { class: 'button primary big', id: 'invite-button', type: 'button' }, '초대 코드 만들기');
+  const button = h('button', { class: 'button primary big', id: 'invite-button', type: 'button', 'data-needs-server': true }, '초대 코드 만들기');
   let countdown;
 
   const showCode = ({ code, expires_at: expiresAt }) => {
@@ -63,20 +63,20 @@ function parentView(ctx, timers) {
   return h(
     'section',
     { class: 'screen pairing' },
-    h('div', { class: 'card center' }, h('div', { class: 'big-emoji' }, '👨‍👧'), h('h2', {}, '자녀와 연결하기'), h('p', { class: 'muted' }, '초대 코드를 만들어 자녀에게 알려 주세요. 코드는 10분 동안 한 번만 쓸 수 있어요.'), codeBox, button),
+    h('div', { class: 'card center' }, h('div', { class: 'big-emoji', 'aria-hidden': 'true' }, '👨‍👧'), h('h1', {}, '자녀와 연결하기'), h('p', { class: 'muted' }, '초대 코드를 만들어 자녀에게 알려 주세요. 코드는 10분 동안 한 번만 쓸 수 있어요.'), codeBox, button),
   );
 }
 
 function childView(ctx) {
-  const input = h('input', { name: 'code', id: 'join-code', class: 'code-input', maxlength: 12, required: true, autocomplete: 'off', autocapitalize: 'characters', placeholder: 'ABCD2345' });
+  const input = h('input', { name: 'code', id: 'join-code', class: 'code-input', maxlength: 12, required: true, autocomplete: 'off', autocapitalize: 'characters', placeholder: 'ABCD2345', 'aria-label': '초대 코드' });
   const form = h(
     'form',
     { class: 'card center', id: 'join-form' },
-    h('div', { class: 'big-emoji' }, '🔗'),
-    h('h2', {}, '부모님과 연결하기'),
+    h('div', { class: 'big-emoji', 'aria-hidden': 'true' }, '🔗'),
+    h('h1', {}, '부모님과 연결하기'),
     h('p', { class: 'muted' }, '부모님 앱에 보이는 8자리 초대 코드를 입력하세요.'),
     input,
-    h('button', { class: 'button primary big', type: 'submit' }, '연결하기'),
+    h('button', { class: 'button primary big', type: 'submit', 'data-needs-server': true }, '연결하기'),
   );
   form.addEventListener('submit', (event) => {
     event.preventDefault();

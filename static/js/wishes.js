@@ -1,6 +1,7 @@
 // The wishlist: the child adds, edits and deletes wishes; the parent sees them and picks a gift.
-import { del, get, patch, post } from './api.js';
+import { ApiError, del, get, patch, post } from './api.js';
 import { busy, emptyState, formatDate, h, showError, toast } from './dom.js';
+import { recall, remember } from './last-known.js';
 
 const STATUS = { wished: '위시', picked: '포도판 진행 중', given: '받았어요' };
 
@@ -23,19 +24,28 @@ export function render(view, ctx) {
   view.append(root);
 
   let closed = false;
+  const show = (wishes) => {
+    if (!wishes.length) {
+      list.replaceChildren(isChild ? emptyState('🎁', '아직 위시가 없어요', '갖고 싶은 선물을 위에 적어 보세요.') : emptyState('🎁', '아직 위시가 없어요', '자녀가 위시를 담으면 여기에 보여요.'));
+      return;
+    }
+    list.replaceChildren(...wishes.map((wish) => wishCard(wish, ctx, load)));
+  };
   const load = async () => {
     try {
       const { wishes } = await get('/wishes');
       if (closed) return;
-      if (!wishes.length) {
-        list.replaceChildren(isChild ? emptyState('🎁', '아직 위시가 없어요', '갖고 싶은 선물을 위에 적어 보세요.') : emptyState('🎁', '아직 위시가 없어요', '자녀가 위시를 담으면 여기에 보여요.'));
-        return;
-      }
-      list.replaceChildren(...wishes.map((wish) => wishCard(wish, ctx, load)));
+      remember(ctx.user.id, 'wishes', wishes);
+      show(wishes);
     } catch (error) {
+      if (closed) return;
+      // Offline: the last known list (already shown) stays.
+      if (error instanceof ApiError && error.unanswered && recall(ctx.user.id, 'wishes')) return;
       showError(error);
     }
   };
+  const last = recall(ctx.user.id, 'wishes');
+  if (last) show(last);
   load();
   return () => {
     closed = true;
@@ -62,7 +72,7 @@ function readForm(form, { nullEmpty }) {
 }
 
 function addForm(reload) {
-  const form = h('form', { class: 'card wish-form', id: 'wish-form' }, h('h3', {}, '새 위시 담기'), ...wishFields(), h('button', { class: 'button primary big', type: 'submit' }, '위시 담기'));
+  const form = h('form', { class: 'card wish-form', id: 'wish-form' }, h('h2', {}, '새 위시 담기'), ...wishFields(), h('button', { class: 'button primary big', type: 'submit', 'data-needs-server': true }, '위시 담기'));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     busy(form.querySelector('button'), async () => {
@@ -84,9 +94,9 @@ function wishCard(wish, ctx, reload) {
   const show = () => {
     const actions = h('div', { class: 'wish-actions' });
     if (ctx.user.role === 'child' && wish.status === 'wished') {
-      const edit = h('button', { class: 'button soft small', type: 'button' }, '수정');
+      const edit = h('button', { class: 'button soft small', type: 'button', 'aria-label': `${wish.name} 수정`, 'data-needs-server': true }, '수정');
       edit.addEventListener('click', () => editing());
-      const remove = h('button', { class: 'button ghost small danger', type: 'button' }, '삭제');
+      const remove = h('button', { class: 'button ghost small danger', type: 'button', 'aria-label': `${wish.name} 삭제`, 'data-needs-server': true }, '삭제');
       remove.addEventListener('click', () => {
         if (!confirm(`'${wish.name}'을(를) 삭제할까요?`)) return;
         busy(remove, async () => {
@@ -102,7 +112,7 @@ function wishCard(wish, ctx, reload) {
     }
     const board = ctx.board && ctx.board.board;
     if (ctx.user.role === 'parent' && wish.status === 'wished' && !(board && board.status === 'active')) {
-      const pick = h('button', { class: 'button primary small pick-button', type: 'button' }, '선물로 고르기');
+      const pick = h('button', { class: 'button primary small pick-button', type: 'button', 'aria-label': `${wish.name}을(를) 선물로 고르기`, 'data-needs-server': true }, '선물로 고르기');
       pick.addEventListener('click', () =>
         busy(pick, async () => {
           try {
@@ -133,7 +143,7 @@ function wishCard(wish, ctx, reload) {
     const form = h('form', { class: 'wish-edit' }, ...wishFields(wish));
     const cancel = h('button', { class: 'button ghost small', type: 'button' }, '취소');
     cancel.addEventListener('click', show);
-    form.append(h('div', { class: 'wish-actions' }, h('button', { class: 'button primary small', type: 'submit' }, '저장'), cancel));
+    form.append(h('div', { class: 'wish-actions' }, h('button', { class: 'button primary small', type: 'submit', 'data-needs-server': true }, '저장'), cancel));
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       busy(form.querySelector('button[type=submit]'), async () => {

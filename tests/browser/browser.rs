@@ -3,6 +3,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
@@ -59,6 +60,97 @@ impl Drop for ChromeDriver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// axe-core, installed by `scripts/test` (`npm install --prefix target/axe axe-core@<pinned>`).
+pub const AXE_JS: &str = "target/axe/node_modules/axe-core/axe.min.js";
+
+fn axe_source() -> Result<&'static str> {
+    static SOURCE: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    let source = SOURCE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(AXE_JS);
+        std::fs::read_to_string(&path).map_err(|error| {
+            format!(
+                "{}: {error}: run `scripts/test` (it installs axe-core from npm)",
+                path.display()
+            )
+        })
+    });
+    match source {
+        Ok(text) => Ok(text.as_str()),
+        Err(error) => Err(error.clone().into()),
+    }
+}
+
+/// What axe-core found on one screen: `{id, impact, help, nodes}` for each violated rule.
+pub struct AxeResult {
+    pub screen: String,
+    pub violations: Vec<Value>,
+}
+
+impl AxeResult {
+    pub fn count(&self, impact: &str) -> usize {
+        self.violations
+            .iter()
+            .filter(|v| v["impact"] == impact)
+            .count()
+    }
+
+    /// Serious and critical violations: the ones that fail the test.
+    pub fn blocking(&self) -> Vec<String> {
+        self.violations
+            .iter()
+            .filter(|v| v["impact"] == "serious" || v["impact"] == "critical")
+            .map(|v| {
+                format!(
+                    "{}: {} [{}] {}",
+                    self.screen, v["id"], v["impact"], v["nodes"]
+                )
+            })
+            .collect()
+    }
+}
+
+/// Prints a line per screen and the totals by impact; fails on any serious or critical one.
+pub fn axe_verdict(results: &[AxeResult]) -> Result {
+    let impacts = ["critical", "serious", "moderate", "minor"];
+    let mut totals = [0; 4];
+    for result in results {
+        let counts: Vec<usize> = impacts.iter().map(|i| result.count(i)).collect();
+        for (total, count) in totals.iter_mut().zip(&counts) {
+            *total += count;
+        }
+        let ids: Vec<String> = result
+            .violations
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}({})",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["impact"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        eprintln!("axe {:<24} {:?} {}", result.screen, counts, ids.join(" "));
+    }
+    eprintln!(
+        "axe over {} screens: critical {}, serious {}, moderate {}, minor {}",
+        results.len(),
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[3]
+    );
+    let blocking: Vec<String> = results.iter().flat_map(AxeResult::blocking).collect();
+    if blocking.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "axe-core: serious or critical violations:\n{}",
+            blocking.join("\n")
+        )
+        .into())
     }
 }
 
@@ -276,6 +368,100 @@ impl Browser {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(format!("{}-{screen}.png", self.name)), png)?;
+        Ok(())
+    }
+
+    /// Runs axe-core over the page as it is now. axe is handed to WebDriver as the script
+    /// itself (not through `eval`, which the page's CSP refuses), once per page load.
+    pub async fn axe(&self, screen: &str) -> Result<AxeResult> {
+        let loaded = self
+            .client
+            .execute("return typeof window.axe === 'object';", vec![])
+            .await?;
+        if loaded != json!(true) {
+            let script = format!("{}\nreturn typeof window.axe;", axe_source()?);
+            let kind = self.client.execute(&script, vec![]).await?;
+            if kind != json!("object") {
+                return Err(format!("{}: axe-core did not load ({kind})", self.name).into());
+            }
+        }
+        let value = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 axe.run(document, { resultTypes: ['violations'] }) \
+                   .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, \
+                      nodes: v.nodes.slice(0, 4).map((n) => n.target.join(' ')) })))) \
+                   .catch((e) => done({ error: String(e) }));",
+                vec![],
+            )
+            .await?;
+        let violations = match value {
+            Value::Array(list) => list,
+            other => return Err(format!("{}: axe-core failed: {other}", self.name).into()),
+        };
+        Ok(AxeResult {
+            screen: format!("{}/{screen}", self.name),
+            violations,
+        })
+    }
+
+    /// Runs an async script: it gets `done` as its argument and passes its result to it.
+    pub async fn eval_async(&self, body: &str) -> Result<Value> {
+        let script = format!("const done = arguments[arguments.length - 1]; {body}");
+        Ok(self.client.execute_async(&script, vec![]).await?)
+    }
+
+    /// Polls an async script (see `eval_async`) until it passes something truthy to `done`.
+    pub async fn wait_async(&self, body: &str, what: &str) -> Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value = self.eval_async(body).await?;
+            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
+                && value != json!(0)
+                && value != json!("");
+            if truthy {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                self.screenshot("FAILED").await.ok();
+                return Err(format!("{}: timed out waiting for {what}", self.name).into());
+            }
+            actix_web::rt::time::sleep(POLL * 4).await;
+        }
+    }
+
+    /// The service worker controls the page and its shell cache holds every file: the next
+    /// start works without the server. Returns the cache's name.
+    pub async fn wait_offline_ready(&self) -> Result<String> {
+        let name = self
+            .wait_async(
+                "(async () => { \
+                   if (!navigator.serviceWorker.controller) return null; \
+                   const names = (await caches.keys()).filter((n) => n.startsWith('podo-shell-')); \
+                   if (names.length !== 1) return null; \
+                   const stored = await (await caches.open(names[0])).keys(); \
+                   return stored.length > 20 ? names[0] : null; \
+                 })().then(done, () => done(null));",
+                "the service worker and its shell cache",
+            )
+            .await?;
+        Ok(name.as_str().ok_or("cache name")?.to_owned())
+    }
+
+    /// Signs in with a token the test got from the API (the app reads it at start).
+    pub async fn sign_in_with(&self, token: &str) -> Result {
+        self.goto("/").await?;
+        self.wait_for("#view[data-screen]").await?;
+        let token_json = serde_json::to_string(token)?;
+        self.client
+            .execute(
+                &format!("localStorage.setItem('podo.token', {token_json}); return null;"),
+                vec![],
+            )
+            .await?;
+        self.goto("/#/board").await?;
+        self.client.refresh().await?;
         Ok(())
     }
 

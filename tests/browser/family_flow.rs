@@ -162,6 +162,7 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     parent
         .click(&format!("[data-grant=\"{FIRST_GRANT}\"]"))
         .await?;
+    toast_clear_of_the_gift(parent, FIRST_GRANT).await?;
     child
         .wait_count("#board .grape.pending", FIRST_GRANT)
         .await?;
@@ -174,8 +175,18 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     child.assert_not_reloaded().await?;
     child.screenshot("board-granted").await?;
 
-    // The child taps a waiting grape; the parent's page follows.
-    child.click("#board .grape.pending").await?;
+    // The child taps a waiting grape (a button over it, named for screen readers); the
+    // parent's page follows.
+    child
+        .wait_js(
+            &format!(
+                "[...document.querySelectorAll('#board button.grape-button')].length === {FIRST_GRANT} && \
+                 document.querySelector('#board button.grape-button').getAttribute('aria-label') === '포도알 붙이기 (붙일 포도알 {FIRST_GRANT}개)'"
+            ),
+            "a named button on every waiting grape",
+        )
+        .await?;
+    child.click("#board .grape-button").await?;
     child.wait_count("#board .grape.attached", 1).await?;
     parent.wait_for("#board[data-attached=\"1\"]").await?;
     parent.wait_count("#board .grape.attached", 1).await?;
@@ -190,6 +201,29 @@ async fn board(app: &TestApp, parent: &Browser, child: &Browser) -> Result {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["board"]["attached"], 1, "{body}");
     assert_eq!(body["board"]["granted"], FIRST_GRANT, "{body}");
+    Ok(())
+}
+
+/// The "포도알 N개를 주었어요!" toast does not cover the gift's name or the screen's title.
+async fn toast_clear_of_the_gift(parent: &Browser, count: u64) -> Result {
+    parent
+        .wait_text("#toast.show", &format!("포도알 {count}개를 주었어요!"))
+        .await?;
+    let overlap = parent
+        .client
+        .execute(
+            "window.scrollTo(0, 0); \
+             const t = document.getElementById('toast').getBoundingClientRect(); \
+             const hits = (el) => { const r = el.getBoundingClientRect(); \
+               return r.width > 0 && t.left < r.right && r.left < t.right && t.top < r.bottom && r.top < t.bottom; }; \
+             return [...document.querySelectorAll('#board .gift-name, #board-title')].filter(hits).map((el) => el.textContent);",
+            vec![],
+        )
+        .await?;
+    if overlap != json!([]) {
+        parent.screenshot("FAILED-toast").await.ok();
+        return Err(format!("the toast covers {overlap}").into());
+    }
     Ok(())
 }
 
@@ -505,8 +539,15 @@ async fn complete_board(app: &TestApp, parent: &Browser, child: &Browser) -> Res
     let almost = format!("#board[data-attached=\"{}\"]", BOARD_SIZE - 1);
     child.wait_for(&almost).await?;
     parent.wait_for(&almost).await?;
-    child.click("#board .grape.pending").await?;
+    child.click("#board .grape-button").await?;
     child.wait_for("#celebration").await?;
+    // The dialog has the focus (and gives it back on close, below).
+    child
+        .wait_js(
+            "document.getElementById('celebration')?.contains(document.activeElement)",
+            "the focus in the celebration dialog",
+        )
+        .await?;
     child.wait_for("#board[data-status=\"complete\"]").await?;
     parent.wait_for("#board[data-status=\"complete\"]").await?;
     parent.wait_for("#celebration").await?;
@@ -515,6 +556,12 @@ async fn complete_board(app: &TestApp, parent: &Browser, child: &Browser) -> Res
     for browser in [parent, child] {
         browser.click("#celebration button").await?;
         browser.wait_count("#celebration", 0).await?;
+        browser
+            .wait_js(
+                "document.activeElement && document.activeElement.id === 'board-title' && !document.getElementById('app').inert",
+                "the focus back on the board after the dialog",
+            )
+            .await?;
     }
     parent.wait_for("#pick-gift").await?;
     parent.screenshot("board-complete").await?;
