@@ -2,7 +2,7 @@
 //! - the service worker's shell list names every file of the client, and its `SHELL_VERSION` is
 //!   the hash of those files, so a deployment that changes any of them replaces the offline
 //!   shell at the next load (see `static/sw.js`). After changing a file in `static/`, run
-//!   `PODO_BLESS_SHELL=1 cargo test --test browser shell_version` to write the new version;
+//!   `PODO_BLESS_SHELL=1 cargo test --features browser --test browser shell_version` to write the new version;
 //! - every error code of the contract has a Korean text in `static/js/api.js`.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ fn shell_version() {
     }
     panic!(
         "static/ changed but static/sw.js SHELL_VERSION is still '{current}': set it to \
-         '{expected}' (or run PODO_BLESS_SHELL=1 cargo test --test browser shell_version), so \
+         '{expected}' (or run PODO_BLESS_SHELL=1 cargo test --features browser --test browser shell_version), so \
          that installed apps replace their offline copy"
     );
 }
