@@ -149,7 +149,7 @@ async fn subscribe(
         Err(err) => Err(err),
     };
     // Also after an error: the statements may have taken effect.
-    state.push.subscriptions_changed();
+    state.push.targets_changed();
     trimmed?;
     Ok(HttpResponse::Created().finish())
 }
@@ -214,7 +214,7 @@ async fn unsubscribe(
         .exec(&state.db.write)
         .await;
     // Also after an error: the statement may have taken effect.
-    state.push.subscriptions_changed();
+    state.push.targets_changed();
     stored?;
     Ok(HttpResponse::NoContent().finish())
 }
