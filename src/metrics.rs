@@ -72,6 +72,10 @@ pub struct Metrics {
     /// Web push (the `podo_pushes_*` names); also counts notifications dropped while a member
     /// was behind (`failed`).
     pub web_push: ProviderMetrics,
+    /// FCM HTTP v1 (`podo_fcm_*`).
+    pub fcm: ProviderMetrics,
+    /// OAuth 2.0 access tokens fetched for FCM.
+    pub fcm_token_fetches: AtomicU64,
     batches: AtomicU64,
     batches_failed: AtomicU64,
     batch_items: AtomicU64,
@@ -150,7 +154,7 @@ impl Metrics {
             ),
             (
                 "podo_push_notifications_total",
-                "Notifications whose recipients' subscriptions were looked up (pushes follow).",
+                "Notifications whose recipients' subscriptions and devices were looked up (pushes follow).",
                 self.push_notifications.load(Relaxed),
             ),
             (
@@ -172,6 +176,31 @@ impl Metrics {
                 "podo_push_subscriptions_deleted_total",
                 "Web push subscriptions deleted because the push service answered 404 or 410.",
                 self.web_push.removed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_sent_total",
+                "FCM messages accepted by FCM.",
+                self.fcm.sent.load(Relaxed),
+            ),
+            (
+                "podo_fcm_failed_total",
+                "FCM messages given up on (tries exhausted, or refused for good).",
+                self.fcm.failed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_blocked_total",
+                "FCM messages not sent: the FCM or token address resolved only to refused addresses.",
+                self.fcm.blocked.load(Relaxed),
+            ),
+            (
+                "podo_fcm_devices_deleted_total",
+                "Devices deleted because FCM answered UNREGISTERED, SENDER_ID_MISMATCH or an invalid token.",
+                self.fcm.removed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_token_fetches_total",
+                "OAuth 2.0 access tokens fetched for FCM (JWT bearer grant).",
+                self.fcm_token_fetches.load(Relaxed),
             ),
             (
                 "podo_persister_batches_failed_total",
@@ -211,6 +240,11 @@ impl Metrics {
             &mut out,
             "podo_push_delivery_seconds",
             "From a notification's making to its acceptance by the push service.",
+        );
+        self.fcm.delivery.render(
+            &mut out,
+            "podo_fcm_delivery_seconds",
+            "From a notification's making to its acceptance by FCM.",
         );
         let name = "podo_persister_commit_seconds_total";
         let _ = writeln!(

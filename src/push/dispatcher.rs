@@ -1,7 +1,8 @@
 //! The push dispatcher actor: off the request path, it looks up a user's targets — the web push
-//! subscriptions of their browsers — and gives each one the notification through its provider
-//! (`web.rs`), with a shared HTTP client and bounded concurrency. A target the provider calls gone
-//! (web push 404 or 410) is deleted; an address that the policy refuses at delivery (its name resolves only
+//! subscriptions of their browsers and the FCM devices of their phones — and gives each one the
+//! notification through its provider (`web.rs`, `fcm.rs`), with a shared HTTP client and bounded
+//! concurrency. A target the provider calls gone (web push 404 or 410, FCM `UNREGISTERED` and
+//! the like) is deleted; an address that the policy refuses at delivery (its name resolves only
 //! to private addresses) is counted as blocked and kept; other failures are retried (3 tries,
 //! 1 s then 3 s apart, or after the provider's `Retry-After`). Nothing here can delay or fail the
 //! action that triggered the push.
@@ -30,15 +31,16 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::Semaphore;
 
 use super::endpoint::{EndpointPolicy, Route, Unroutable};
+use super::fcm::Fcm;
 use super::web::WebPush;
 use super::{Notification, VapidKeys};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::store::Db;
-use crate::store::entities::push_subscription;
+use crate::store::entities::{push_device, push_subscription};
 
 /// Deliveries in flight at once, all users together.
 const CONCURRENCY: usize = 64;
-/// Deliveries in flight at once for one user (of their at most 10 subscriptions).
+/// Deliveries in flight at once for one user (of their at most 10 subscriptions and 10 devices).
 pub const PER_USER_IN_FLIGHT: usize = 4;
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 /// TCP connect, and separately the TLS handshake.
@@ -58,7 +60,7 @@ pub struct Notify {
     pub notification: Notification,
 }
 
-/// A subscription was stored, taken over or removed: read targets again.
+/// A subscription or a device was stored, taken over or removed: read targets again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TargetsChanged;
@@ -68,6 +70,8 @@ pub struct TargetsChanged;
 pub enum Target {
     /// A browser, by web push.
     Web(push_subscription::Model),
+    /// The mobile app on a phone, by FCM.
+    Fcm(push_device::Model),
 }
 
 impl std::fmt::Display for Target {
@@ -75,6 +79,9 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Web(subscription) => write!(f, "subscription {}", subscription.id),
+            Target::Fcm(device) => {
+                write!(f, "FCM device {} (…{})", device.id, device.token_tail())
+            }
         }
     }
 }
@@ -97,7 +104,7 @@ struct Delivery {
     target: Target,
     notification: Rc<Notification>,
     /// What the provider sends: the web push JSON before encryption (one for all of the user's
-    /// browsers).
+    /// browsers), or the FCM request body (one per device: the token is in it).
     payload: Rc<Vec<u8>>,
     made_at: Instant,
 }
@@ -108,6 +115,8 @@ pub struct PushSettings {
     pub subject: String,
     pub policy: EndpointPolicy,
     pub tls: Arc<rustls::ClientConfig>,
+    /// FCM, when the server has credentials.
+    pub fcm: Option<Fcm>,
 }
 
 /// The result of one try to one target.
@@ -163,6 +172,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     http: Http,
     web: WebPush,
+    fcm: Option<Fcm>,
     permits: Semaphore,
     /// Each user's share of `permits`; swept when unused.
     per_user: RefCell<HashMap<i64, Rc<Semaphore>>>,
@@ -177,7 +187,7 @@ struct Cached {
 }
 
 impl Shared {
-    /// The user's web subscriptions.
+    /// The user's web subscriptions, and their FCM devices when FCM is on.
     async fn targets_of(&self, user_id: i64) -> Result<Rc<[Target]>, sea_orm::DbErr> {
         if let Some(cached) = self.targets.borrow().get(&user_id)
             && cached.read_at.elapsed() < TARGETS_TTL
@@ -186,13 +196,20 @@ impl Shared {
         }
         let generation = self.generation.get();
         let read_at = Instant::now();
-        let list: Vec<Target> = push_subscription::Entity::find()
+        let mut list: Vec<Target> = push_subscription::Entity::find()
             .filter(push_subscription::Column::UserId.eq(user_id))
             .all(&self.db.read)
             .await?
             .into_iter()
             .map(Target::Web)
             .collect();
+        if self.fcm.is_some() {
+            let devices = push_device::Entity::find()
+                .filter(push_device::Column::UserId.eq(user_id))
+                .all(&self.db.read)
+                .await?;
+            list.extend(devices.into_iter().map(Target::Fcm));
+        }
         let list: Rc<[Target]> = list.into();
         if self.generation.get() == generation {
             let cached = Cached {
@@ -212,15 +229,22 @@ impl Shared {
     fn counters(&self, target: &Target) -> &ProviderMetrics {
         match target {
             Target::Web(_) => &self.metrics.web_push,
+            Target::Fcm(_) => &self.metrics.fcm,
         }
     }
 
-    /// Deletes a target its provider called gone (by its endpoint, whoever has it now).
+    /// Deletes a target its provider called gone (by its endpoint or token, whoever has it now).
     async fn delete(&self, target: &Target) -> Result<(), sea_orm::DbErr> {
         match target {
             Target::Web(subscription) => {
                 push_subscription::Entity::delete_many()
                     .filter(push_subscription::Column::Endpoint.eq(subscription.endpoint.clone()))
+                    .exec(&self.db.write)
+                    .await?;
+            }
+            Target::Fcm(device) => {
+                push_device::Entity::delete_many()
+                    .filter(push_device::Column::TokenKey.eq(device.token_key.clone()))
                     .exec(&self.db.write)
                     .await?;
             }
@@ -252,6 +276,7 @@ impl PushDispatcher {
                     policy: settings.policy,
                 },
                 web: WebPush::new(keys, settings.subject),
+                fcm: settings.fcm,
                 permits: Semaphore::new(CONCURRENCY),
                 per_user: RefCell::default(),
                 targets: RefCell::default(),
@@ -348,6 +373,7 @@ async fn first_tries(shared: Rc<Shared>, user_id: i64, queued: Queued) {
             Target::Web(_) => web_payload
                 .get_or_insert_with(|| Rc::new(notification.payload()))
                 .clone(),
+            Target::Fcm(device) => Rc::new(super::fcm::message(&notification, &device.token)),
         };
         let shared = shared.clone();
         let delivery = Delivery {
@@ -453,5 +479,13 @@ async fn send_once(shared: &Shared, delivery: &Delivery) -> Outcome {
                 )
                 .await
         }
+        Target::Fcm(_) => match &shared.fcm {
+            Some(fcm) => {
+                fcm.send(&shared.http, &shared.metrics, &delivery.payload)
+                    .await
+            }
+            // Devices are only read while FCM is on.
+            None => Outcome::Failed("FCM is off".into()),
+        },
     }
 }

@@ -1,8 +1,10 @@
 //! Push: the texts of every trigger, and the dispatcher that delivers each notification off the
 //! request path to every target of the member: browsers by Web Push (`web`: RFC 8291 aes128gcm
-//! payloads, RFC 8292 VAPID with the server's `keys`), under the endpoint policy and TLS.
+//! payloads, RFC 8292 VAPID with the server's `keys`) and the mobile app by FCM HTTP v1 (`fcm`),
+//! both under one endpoint policy and one TLS configuration.
 pub mod dispatcher;
 pub mod endpoint;
+pub mod fcm;
 pub mod keys;
 pub mod tls;
 pub mod web;
@@ -123,7 +125,8 @@ impl Notification {
         cut_at(fits)
     }
 
-    /// A chat message is wanted now; the rest may wait for a good moment (RFC 8030 `Urgency`).
+    /// A chat message is wanted now; the rest may wait for a good moment (RFC 8030 `Urgency`,
+    /// FCM's Android `priority`, `apns-priority`).
     pub fn urgent(&self) -> bool {
         self.kind == "chat"
     }
@@ -137,7 +140,7 @@ impl Notification {
         }
     }
 
-    /// RFC 8030 `Topic`: a newer grant or wish
+    /// RFC 8030 `Topic` (FCM's `collapse_key` and `apns-collapse-id`): a newer grant or wish
     /// notice replaces one still undelivered; every chat message and mission step is kept.
     pub fn topic(&self) -> Option<&'static str> {
         match self.kind {
