@@ -2,7 +2,7 @@
 //! providers endpoint, the OAuth 2.0 JWT bearer grant, the message shape and texts, deleting
 //! devices FCM calls gone, retries after `Retry-After`, a new access token after a 401, and web
 //! push to the same member going on beside it.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use awc::http::StatusCode;
 use serde_json::{Value, json};
@@ -470,7 +470,7 @@ async fn a_429_is_tried_again_after_its_retry_after_and_503s_at_most_three_times
     assert_eq!(got.iter().map(|s| s.status).collect::<Vec<_>>(), [429, 200]);
     let waited = got[1].at.duration_since(got[0].at);
     assert!(
-        waited >= Duration::from_millis(1900) && waited < Duration::from_millis(3500),
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
         "tried again after {waited:?}"
     );
     assert_eq!(got[1].texts().2, "포도알 1개");
@@ -507,7 +507,6 @@ async fn a_401_makes_the_server_fetch_a_new_access_token_once() {
     assert_eq!(fcm.tokens_issued(), 1, "cached (expires_in {EXPIRES_IN} s)");
     // The access token expires early (revoked, or the clocks disagree): FCM answers 401.
     fcm.expire_tokens();
-    let started = Instant::now();
     grant(&app, &fam, 1).await;
     let got = fcm.wait_for(&phone, 4, WAIT).await;
     assert_eq!(
@@ -515,7 +514,7 @@ async fn a_401_makes_the_server_fetch_a_new_access_token_once() {
         [200, 200, 401, 200]
     );
     assert!(
-        got[3].at.duration_since(started) < Duration::from_secs(1),
+        got[3].at.duration_since(got[2].at) < Duration::from_millis(900),
         "sent again at once with the new token, not after a retry delay"
     );
     assert_eq!(fcm.tokens_issued(), 2, "fetched exactly once more");
