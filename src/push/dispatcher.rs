@@ -423,11 +423,12 @@ async fn attempt(shared: &Shared, delivery: &Delivery, tried_before: usize) -> O
         }
         Outcome::Gone => {
             log::info!("push: {target} is gone, deleting it");
-            shared.forget_targets();
-            counters.removed.fetch_add(1, Relaxed);
             if let Err(err) = shared.delete(target).await {
                 log::error!("push: could not delete {target}: {err}");
             }
+            // After the delete: a read of the targets that ran beside it is not kept.
+            shared.forget_targets();
+            counters.removed.fetch_add(1, Relaxed);
             None
         }
         Outcome::Blocked(why) => {
