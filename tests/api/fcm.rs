@@ -65,9 +65,9 @@ fn tails(devices: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A token as FCM gives them (~160 characters of base64url and a colon).
+/// A token as FCM gives them (~160 characters of base64url and a colon), ending in `name`.
 fn fcm_token(name: &str) -> String {
-    format!("{name}:APA91b{}", "xY-_9".repeat(30))
+    format!("APA91b{}:{name}", "xY-_9".repeat(30))
 }
 
 async fn grant(app: &TestApp, fam: &TestFamily, count: i64) {
