@@ -315,15 +315,20 @@ async fn grants_chat_and_missions_reach_the_childs_token() {
             t("mission", "자녀가 미션을 완료했어요!", "양치하기"),
         ]
     );
-    // One access token served them all; the server signed its grant as Google wants.
+    // One access token served them all; the server signed its grant as Google wants. (The fake
+    // records a message before the server has its answer: metrics are waited for.)
     assert_eq!(fcm.tokens_issued(), 1);
     assert!(
         fcm.refused_token_requests().is_empty(),
         "{:?}",
         fcm.refused_token_requests()
     );
-    assert_eq!(app.metric("podo_fcm_sent_total").await, 7.0);
-    assert_eq!(app.metric("podo_fcm_token_fetches_total").await, 1.0);
+    assert_eq!(app.wait_for_metric("podo_fcm_sent_total", 7.0).await, 7.0);
+    assert_eq!(
+        app.wait_for_metric("podo_fcm_token_fetches_total", 1.0)
+            .await,
+        1.0
+    );
     assert_eq!(app.metric("podo_pushes_sent_total").await, 0.0);
 }
 
@@ -415,8 +420,11 @@ async fn web_subscriptions_of_the_same_member_keep_getting_theirs() {
     assert_eq!(web, expected, "the browser got the same texts");
     assert_eq!(native, expected, "the phone got the same texts");
     assert_eq!(fcm.sent_to(&old_phone).len(), 1, "tried once, then deleted");
-    assert_eq!(app.metric("podo_pushes_sent_total").await, 2.0);
-    assert_eq!(app.metric("podo_fcm_sent_total").await, 2.0);
+    assert_eq!(
+        app.wait_for_metric("podo_pushes_sent_total", 2.0).await,
+        2.0
+    );
+    assert_eq!(app.wait_for_metric("podo_fcm_sent_total", 2.0).await, 2.0);
 }
 
 #[actix_web::test]
@@ -491,7 +499,7 @@ async fn a_429_is_tried_again_after_its_retry_after_and_503s_at_most_three_times
         "{gaps:?}"
     );
     assert_eq!(devices(&app, &fam.child).await.len(), 2, "both kept");
-    assert_eq!(app.metric("podo_fcm_sent_total").await, 1.0);
+    assert_eq!(app.wait_for_metric("podo_fcm_sent_total", 1.0).await, 1.0);
 }
 
 #[actix_web::test]
