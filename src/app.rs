@@ -21,6 +21,7 @@ use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::endpoint::EndpointPolicy;
+use crate::push::fcm::Fcm;
 use crate::push::{Push, PushDispatcher, PushSettings, VapidKeys};
 use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
@@ -135,11 +136,20 @@ impl Application {
                 "push: PODO_PUSH_ALLOW_PRIVATE is on: endpoints on private networks and plain http are accepted"
             );
         }
+        let policy = EndpointPolicy::new(config.push_allow_private);
+        let fcm = match &config.fcm_credentials {
+            Some(path) => Some(
+                Fcm::new(path, &config.fcm_endpoint, &policy)
+                    .map_err(|err| StartError::Config(err.to_string()))?,
+            ),
+            None => None,
+        };
         let push_settings = PushSettings {
             subject: config.vapid_subject.clone(),
-            policy: EndpointPolicy::new(config.push_allow_private),
+            policy,
             tls: crate::push::tls::client_config(config.push_ca_file.as_deref())
                 .map_err(|err| StartError::Config(err.to_string()))?,
+            fcm,
         };
         let push = Push::new(
             PushDispatcher::new(db.clone(), vapid.clone(), push_settings, metrics.clone()).start(),

@@ -39,6 +39,13 @@ pub struct Config {
     /// PEM bundle of the CAs trusted for pushes, instead of the operating system's store.
     #[arg(long, env = "SSL_CERT_FILE")]
     pub push_ca_file: Option<PathBuf>,
+    /// A Google service-account key file (JSON) for FCM HTTP v1: native push to the mobile app.
+    /// Unset: FCM is off (`GET /api/push/providers` says so).
+    #[arg(long, env = "PODO_FCM_CREDENTIALS")]
+    pub fcm_credentials: Option<PathBuf>,
+    /// Origin of the FCM API (messages go to `{this}/v1/projects/{project_id}/messages:send`).
+    #[arg(long, env = "PODO_FCM_ENDPOINT", default_value = crate::push::fcm::DEFAULT_ENDPOINT)]
+    pub fcm_endpoint: String,
     /// IANA time zone for the calendar.
     #[arg(long, env = "PODO_TIMEZONE", default_value = "Asia/Seoul")]
     pub timezone: String,
@@ -113,6 +120,8 @@ impl Config {
             vapid_subject: "mailto:admin@localhost".into(),
             push_allow_private: false,
             push_ca_file: None,
+            fcm_credentials: None,
+            fcm_endpoint: crate::push::fcm::DEFAULT_ENDPOINT.into(),
             timezone: "Asia/Seoul".into(),
             workers: Some(2),
             static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),

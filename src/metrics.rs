@@ -45,6 +45,21 @@ impl LatencyHistogram {
     }
 }
 
+/// What happened to the deliveries of one push provider.
+#[derive(Default)]
+pub struct ProviderMetrics {
+    /// Accepted by the provider (a 2xx).
+    pub sent: AtomicU64,
+    /// Given up on: every try failed, or the provider refused the message for good.
+    pub failed: AtomicU64,
+    /// Not sent: the address resolved only to addresses the endpoint policy refuses.
+    pub blocked: AtomicU64,
+    /// Subscriptions or devices deleted because the provider said they are gone.
+    pub removed: AtomicU64,
+    /// From a notification's making to the provider's 2xx, per target.
+    pub delivery: LatencyHistogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub families_loaded: AtomicI64,
@@ -54,11 +69,13 @@ pub struct Metrics {
     pub db_statements: AtomicU64,
     pub messages_committed: AtomicU64,
     pub push_notifications: AtomicU64,
-    pub pushes_sent: AtomicU64,
-    pub pushes_failed: AtomicU64,
-    pub pushes_blocked: AtomicU64,
-    /// From a notification's making to a push service's 2xx, per subscription.
-    pub push_delivery: LatencyHistogram,
+    /// Web push (the `podo_pushes_*` names); also counts notifications dropped while a member
+    /// was behind (`failed`).
+    pub web_push: ProviderMetrics,
+    /// FCM HTTP v1 (`podo_fcm_*`).
+    pub fcm: ProviderMetrics,
+    /// OAuth 2.0 access tokens fetched for FCM.
+    pub fcm_token_fetches: AtomicU64,
     batches: AtomicU64,
     batches_failed: AtomicU64,
     batch_items: AtomicU64,
@@ -137,23 +154,53 @@ impl Metrics {
             ),
             (
                 "podo_push_notifications_total",
-                "Notifications whose recipients' subscriptions were looked up (pushes follow).",
+                "Notifications whose recipients' subscriptions and devices were looked up (pushes follow).",
                 self.push_notifications.load(Relaxed),
             ),
             (
                 "podo_pushes_sent_total",
                 "Web pushes accepted by a push service.",
-                self.pushes_sent.load(Relaxed),
+                self.web_push.sent.load(Relaxed),
             ),
             (
                 "podo_pushes_failed_total",
-                "Web pushes given up on.",
-                self.pushes_failed.load(Relaxed),
+                "Web pushes given up on (and notifications dropped while a member was behind).",
+                self.web_push.failed.load(Relaxed),
             ),
             (
                 "podo_pushes_blocked_total",
                 "Web pushes not sent: the endpoint resolved only to addresses the policy refuses.",
-                self.pushes_blocked.load(Relaxed),
+                self.web_push.blocked.load(Relaxed),
+            ),
+            (
+                "podo_push_subscriptions_deleted_total",
+                "Web push subscriptions deleted because the push service answered 404 or 410.",
+                self.web_push.removed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_sent_total",
+                "FCM messages accepted by FCM.",
+                self.fcm.sent.load(Relaxed),
+            ),
+            (
+                "podo_fcm_failed_total",
+                "FCM messages given up on (tries exhausted, or refused for good).",
+                self.fcm.failed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_blocked_total",
+                "FCM messages not sent: the FCM or token address resolved only to refused addresses.",
+                self.fcm.blocked.load(Relaxed),
+            ),
+            (
+                "podo_fcm_devices_deleted_total",
+                "Devices deleted because FCM answered UNREGISTERED, SENDER_ID_MISMATCH or an invalid token.",
+                self.fcm.removed.load(Relaxed),
+            ),
+            (
+                "podo_fcm_token_fetches_total",
+                "OAuth 2.0 access tokens fetched for FCM (JWT bearer grant).",
+                self.fcm_token_fetches.load(Relaxed),
             ),
             (
                 "podo_persister_batches_failed_total",
@@ -189,10 +236,15 @@ impl Metrics {
             "{name}_sum {}\n{name}_count {count}",
             self.batch_items.load(Relaxed)
         );
-        self.push_delivery.render(
+        self.web_push.delivery.render(
             &mut out,
             "podo_push_delivery_seconds",
             "From a notification's making to its acceptance by the push service.",
+        );
+        self.fcm.delivery.render(
+            &mut out,
+            "podo_fcm_delivery_seconds",
+            "From a notification's making to its acceptance by FCM.",
         );
         let name = "podo_persister_commit_seconds_total";
         let _ = writeln!(
@@ -234,9 +286,9 @@ mod tests {
     #[test]
     fn latencies_land_in_cumulative_buckets() {
         let m = Metrics::default();
-        m.push_delivery.observe(Duration::from_millis(3));
-        m.push_delivery.observe(Duration::from_millis(700));
-        m.push_delivery.observe(Duration::from_secs(60));
+        m.web_push.delivery.observe(Duration::from_millis(3));
+        m.web_push.delivery.observe(Duration::from_millis(700));
+        m.web_push.delivery.observe(Duration::from_secs(60));
         let text = m.render();
         assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"0.001\"} 0"));
         assert!(text.contains("podo_push_delivery_seconds_bucket{le=\"0.005\"} 1"));

@@ -1,6 +1,9 @@
 //! The `podo` binary as an operator runs it: first start on an empty data directory, then
 //! SIGTERM or SIGINT stops it cleanly (exit 0), ends open streams and closes the database; web
-//! push to an HTTPS push service whose CA only `SSL_CERT_FILE` names.
+//! push to an HTTPS push service whose CA only `SSL_CERT_FILE` names; native push through a fake
+//! FCM with a service-account key file (`PODO_FCM_CREDENTIALS`).
+#[path = "support/fake_fcm.rs"]
+mod fake_fcm;
 #[path = "support/push_service.rs"]
 mod push_service;
 
@@ -28,6 +31,8 @@ fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         .env_remove("DATABASE_URL")
         .env_remove("SSL_CERT_FILE")
         .env_remove("PODO_PUSH_ALLOW_PRIVATE")
+        .env_remove("PODO_FCM_CREDENTIALS")
+        .env_remove("PODO_FCM_ENDPOINT")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -408,4 +413,200 @@ fn a_burst_of_signups_and_logins_keeps_the_server_small() {
         let _ = server.child.kill();
     }
     assert!(rss_mib <= 1024, "server RSS {rss_mib} MiB after the burst");
+}
+
+fn get(address: &str, path: &str, token: &str) -> serde_json::Value {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Reads chat frames until one contains `needle`.
+async fn wait_for_frame(
+    ws: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    needle: &str,
+) {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(awc::ws::Frame::Text(text))))
+                if String::from_utf8_lossy(&text).contains(needle) =>
+            {
+                return;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no frame with {needle}: {other:?}"),
+        }
+    }
+}
+
+/// Issue 19's "done when": `podo serve` with a service-account key file whose `token_uri` is a
+/// local fake token endpoint and `PODO_FCM_ENDPOINT` at a local fake FCM delivers the grant, chat
+/// and mission notifications to the child's token with the right titles and bodies, none while
+/// the child is in the chat room; an `UNREGISTERED` token is deleted after its first failure;
+/// the child's web subscription keeps getting its pushes.
+#[actix_web::test]
+async fn fcm_delivers_grant_chat_and_mission_notifications_to_the_childs_token() {
+    use fake_fcm::{Answer, FakeFcm};
+    use futures_util::SinkExt;
+    use push_service::{PushService, SUBJECT, Subscriber, TestCa};
+    let ca = TestCa::new();
+    let service = PushService::start_with(ca.clone()).await;
+    let fcm = FakeFcm::start(ca.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = ca.ca_file.to_str().expect("utf-8 path").to_owned();
+    let credentials = fcm.credentials.to_str().expect("utf-8 path").to_owned();
+    let mut server = start_with(
+        &dir.path().join("data"),
+        &[
+            ("SSL_CERT_FILE", &ca_file),
+            ("PODO_PUSH_ALLOW_PRIVATE", "true"),
+            ("PODO_VAPID_SUBJECT", SUBJECT),
+            ("PODO_FCM_CREDENTIALS", &credentials),
+            ("PODO_FCM_ENDPOINT", &fcm.base),
+        ],
+    );
+    let address = server.address.clone();
+    let (parent, child) = pair(&address, "fcm");
+    assert_eq!(
+        get(&address, "/api/push/providers", &child),
+        serde_json::json!({"web_push": true, "fcm": true})
+    );
+    let phone = "kid-phone:APA91bE_test-token.0123456789";
+    let old_phone = "kid-old-phone:APA91bX_gone";
+    fcm.answer(old_phone, [Answer::Unregistered]);
+    for (token, platform) in [(phone, "android"), (old_phone, "ios")] {
+        let body = format!(r#"{{"provider":"fcm","token":"{token}","platform":"{platform}"}}"#);
+        let (status, device) = post(&address, "/api/push/devices", Some(&child), &body);
+        assert_eq!(status, 201, "{device}");
+    }
+    let key = get(&address, "/api/push/public-key", &child)["public_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    service.require_vapid_key(&key);
+    let laptop = Subscriber::new(&service.base, "kid-laptop");
+    let body = laptop.json().to_string();
+    assert_eq!(
+        post(&address, "/api/push/subscriptions", Some(&child), &body).0,
+        201
+    );
+
+    let (_, wish) = post(&address, "/api/wishes", Some(&child), r#"{"name":"kite"}"#);
+    let board = format!(r#"{{"wish_id":{}}}"#, wish["id"]);
+    assert_eq!(post(&address, "/api/board", Some(&parent), &board).0, 201);
+    assert_eq!(
+        post(
+            &address,
+            "/api/board/grant",
+            Some(&parent),
+            r#"{"count":2}"#
+        )
+        .0,
+        200
+    );
+    let (_, mission) = post(
+        &address,
+        "/api/missions",
+        Some(&parent),
+        r#"{"title":"양치"}"#,
+    );
+    let submit = format!("/api/missions/{}/submit", mission["id"]);
+    assert_eq!(post(&address, &submit, Some(&child), "{}").0, 200);
+    let approve = format!("/api/missions/{}/approve", mission["id"]);
+    assert_eq!(post(&address, &approve, Some(&parent), "{}").0, 200);
+    let connect = |token: &str| {
+        awc::Client::new()
+            .ws(format!("ws://{address}/api/chat/ws?access_token={token}"))
+            .connect()
+    };
+    let (_, mut mom) = connect(&parent).await.expect("chat connects");
+    let send = |id: &str, text: &str| {
+        awc::ws::Message::Text(
+            format!(r#"{{"type":"send","client_id":"{id}","text":"{text}"}}"#).into(),
+        )
+    };
+    mom.send(send("c1", "잘 자")).await.expect("send");
+    wait_for_frame(&mut mom, r#""type":"ack""#).await;
+
+    let wait = Duration::from_secs(10);
+    let texts: Vec<(String, String, String)> = fcm
+        .wait_for(phone, 4, wait)
+        .await
+        .iter()
+        .map(|sent| sent.texts())
+        .collect();
+    let t =
+        |kind: &str, title: &str, body: &str| (kind.to_owned(), title.to_owned(), body.to_owned());
+    let granted = "포도알이 발급되었어요! 지금 확인해보세요.";
+    assert_eq!(
+        texts,
+        [
+            t("grant", granted, "포도알 2개"),
+            t("mission", "미션이 등록되었습니다!", "양치"),
+            t("grant", granted, "양치"),
+            t("chat", "새로운 메시지가 도착했습니다.", "잘 자"),
+        ]
+    );
+    assert!(
+        fcm.refused_token_requests().is_empty(),
+        "{:?}",
+        fcm.refused_token_requests()
+    );
+    // The old phone was tried once and deleted; the laptop got every one by web push.
+    assert_eq!(
+        fcm.sent_to(old_phone)
+            .iter()
+            .map(|s| s.status)
+            .collect::<Vec<_>>(),
+        [404]
+    );
+    let devices = get(&address, "/api/push/devices", &child);
+    let devices = devices["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["token_tail"], "456789");
+    let web: Vec<String> = service
+        .wait_for("kid-laptop", 4, wait)
+        .await
+        .iter()
+        .map(|r| {
+            laptop.open(r, &key, &service.base)["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(web, ["포도알 2개", "양치", "양치", "잘 자"]);
+
+    // The child opens the chat: in the room, no notification.
+    let (_, mut kid) = connect(&child).await.expect("chat connects");
+    wait_for_frame(&mut mom, r#""type":"presence""#).await;
+    mom.send(send("c2", "보고 있구나")).await.expect("send");
+    wait_for_frame(&mut kid, "보고 있구나").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fcm.sent_to(phone).len(),
+        4,
+        "none while the child is in the room"
+    );
+    assert_eq!(service.received("kid-laptop").len(), 4);
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    assert_eq!(
+        wait_for_exit(&mut server.child, Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
 }

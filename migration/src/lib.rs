@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_schema;
 mod m20261125_000001_idem_index_partial;
 mod m20261126_000001_revoked_tokens;
+mod m20261202_000001_push_devices;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_schema::Migration),
             Box::new(m20261125_000001_idem_index_partial::Migration),
             Box::new(m20261126_000001_revoked_tokens::Migration),
+            Box::new(m20261202_000001_push_devices::Migration),
         ]
     }
 }

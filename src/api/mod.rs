@@ -3,6 +3,7 @@ pub mod accounts;
 pub mod board;
 pub mod calendar;
 pub mod chat;
+pub mod devices;
 pub mod extract;
 pub mod family;
 pub mod headers;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
             .configure(board::routes)
             .configure(chat::routes)
             .configure(push::routes)
+            .configure(devices::routes)
             .configure(missions::routes)
             .configure(calendar::routes)
             .configure(openapi::routes)

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{accounts, board, calendar, chat, family, missions, ops, push, wishes};
+use super::{accounts, board, calendar, chat, devices, family, missions, ops, push, wishes};
 use crate::error::ErrorBody;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -80,6 +80,10 @@ async fn openapi_json() -> HttpResponse {
         push::public_key,
         push::subscribe,
         push::unsubscribe,
+        push::providers,
+        devices::register,
+        devices::list,
+        devices::remove,
         ops::healthz,
         ops::metrics,
         openapi_json,
@@ -94,7 +98,7 @@ async fn openapi_json() -> HttpResponse {
         (name = "missions", description = "Chores with a grape reward"),
         (name = "calendar", description = "Missions and gifts by day"),
         (name = "chat", description = "Chat history (the live chat is a WebSocket)"),
-        (name = "push", description = "Web push subscriptions"),
+        (name = "push", description = "Web push subscriptions and the mobile app's FCM devices"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]

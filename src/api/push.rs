@@ -1,4 +1,5 @@
-//! Web push: the server's public key, and the caller's subscriptions.
+//! Web push: the server's public key, and the caller's subscriptions; which push providers the
+//! server delivers through (native devices are in `devices.rs`).
 use actix_web::{HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +22,7 @@ pub const MAX_SUBSCRIPTIONS_PER_USER: u64 = 10;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/push/public-key", web::get().to(public_key))
+        .route("/push/providers", web::get().to(providers))
         .route("/push/subscriptions", web::post().to(subscribe))
         .route("/push/subscriptions", web::delete().to(unsubscribe));
 }
@@ -43,6 +45,32 @@ struct PublicKey {
 async fn public_key(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(PublicKey {
         public_key: state.vapid.public_b64.clone(),
+    })
+}
+
+/// The `GET /api/push/providers` body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PushProviders)]
+struct Providers {
+    /// Always true: browsers subscribe with `POST /api/push/subscriptions`.
+    web_push: bool,
+    /// True when the server has FCM credentials (`PODO_FCM_CREDENTIALS`): the mobile app
+    /// registers its token with `POST /api/push/devices`.
+    fcm: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/push/providers",
+    tag = "push",
+    operation_id = "push_providers",
+    summary = "Which push providers the server delivers through",
+    responses((status = 200, description = "Web push always; FCM when the server has credentials", body = Providers))
+)]
+async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Providers {
+        web_push: true,
+        fcm: state.config.fcm_credentials.is_some(),
     })
 }
 
@@ -149,7 +177,7 @@ async fn subscribe(
         Err(err) => Err(err),
     };
     // Also after an error: the statements may have taken effect.
-    state.push.subscriptions_changed();
+    state.push.targets_changed();
     trimmed?;
     Ok(HttpResponse::Created().finish())
 }
@@ -214,7 +242,7 @@ async fn unsubscribe(
         .exec(&state.db.write)
         .await;
     // Also after an error: the statement may have taken effect.
-    state.push.subscriptions_changed();
+    state.push.targets_changed();
     stored?;
     Ok(HttpResponse::NoContent().finish())
 }

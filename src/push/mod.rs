@@ -1,14 +1,18 @@
-//! Web push (RFC 8291 aes128gcm payloads, RFC 8292 VAPID): the keys, the texts of every trigger,
-//! the endpoint policy, TLS, and the dispatcher that delivers off the request path.
+//! Push: the texts of every trigger, and the dispatcher that delivers each notification off the
+//! request path to every target of the member: browsers by Web Push (`web`: RFC 8291 aes128gcm
+//! payloads, RFC 8292 VAPID with the server's `keys`) and the mobile app by FCM HTTP v1 (`fcm`),
+//! both under one endpoint policy and one TLS configuration.
 pub mod dispatcher;
 pub mod endpoint;
+pub mod fcm;
 pub mod keys;
 pub mod tls;
+pub mod web;
 
 use actix::Addr;
 use serde::Serialize;
 
-pub use dispatcher::{Notify, PushDispatcher, PushSettings, SubscriptionsChanged};
+pub use dispatcher::{Notify, PushDispatcher, PushSettings, TargetsChanged};
 pub use keys::VapidKeys;
 
 /// The largest JSON payload podo encrypts: web-push's own limit, so that the aes128gcm record
@@ -85,13 +89,20 @@ impl Notification {
 }
 
 impl Notification {
-    /// The JSON payload, the body cut at a character boundary and ended with `…` where the whole
-    /// would not fit in [`MAX_PAYLOAD`] bytes.
+    /// The web push JSON payload, the body cut at a character boundary and ended with `…` where
+    /// the whole would not fit in [`MAX_PAYLOAD`] bytes.
     pub fn payload(&self) -> Vec<u8> {
-        let encode =
-            |notification: &Notification| serde_json::to_vec(notification).unwrap_or_default();
+        self.fit(MAX_PAYLOAD, |notification| {
+            serde_json::to_vec(notification).unwrap_or_default()
+        })
+    }
+
+    /// `encode(self)`, or where that is over `max` bytes, `encode` of this notification with the
+    /// longest prefix of its body that fits, cut at a character boundary and ended with `…`.
+    /// (Titles are short constants; at worst the body is `…` alone.)
+    pub fn fit(&self, max: usize, encode: impl Fn(&Notification) -> Vec<u8>) -> Vec<u8> {
         let whole = encode(self);
-        if whole.len() <= MAX_PAYLOAD {
+        if whole.len() <= max {
             return whole;
         }
         let ends: Vec<usize> = self.body.char_indices().map(|(at, _)| at).collect();
@@ -101,11 +112,11 @@ impl Notification {
             cut.body.push(ELLIPSIS);
             encode(&cut)
         };
-        // The longest prefix that fits: at least none of it (titles are short constants).
+        // The longest prefix that fits: at least none of it.
         let (mut fits, mut too_long) = (0, ends.len());
         while too_long - fits > 1 {
             let middle = (fits + too_long) / 2;
-            if cut_at(middle).len() <= MAX_PAYLOAD {
+            if cut_at(middle).len() <= max {
                 fits = middle;
             } else {
                 too_long = middle;
@@ -114,16 +125,23 @@ impl Notification {
         cut_at(fits)
     }
 
-    /// RFC 8030 `Urgency`: a chat message is wanted now; the rest may wait for a good moment.
+    /// A chat message is wanted now; the rest may wait for a good moment (RFC 8030 `Urgency`,
+    /// FCM's Android `priority`, `apns-priority`).
+    pub fn urgent(&self) -> bool {
+        self.kind == "chat"
+    }
+
+    /// RFC 8030 `Urgency`.
     pub fn urgency(&self) -> web_push::Urgency {
-        match self.kind {
-            "chat" => web_push::Urgency::High,
-            _ => web_push::Urgency::Normal,
+        if self.urgent() {
+            web_push::Urgency::High
+        } else {
+            web_push::Urgency::Normal
         }
     }
 
-    /// RFC 8030 `Topic`: a newer grant or wish notice replaces one still undelivered; every
-    /// chat message and mission step is kept.
+    /// RFC 8030 `Topic` (FCM's `collapse_key` and `apns-collapse-id`): a newer grant or wish
+    /// notice replaces one still undelivered; every chat message and mission step is kept.
     pub fn topic(&self) -> Option<&'static str> {
         match self.kind {
             "grant" | "wish" => Some(self.kind),
@@ -152,9 +170,9 @@ impl Push {
         });
     }
 
-    /// Call after storing, taking over or removing a subscription.
-    pub fn subscriptions_changed(&self) {
-        self.dispatcher.do_send(SubscriptionsChanged);
+    /// Call after storing, taking over or removing a web subscription or a device.
+    pub fn targets_changed(&self) {
+        self.dispatcher.do_send(TargetsChanged);
     }
 }
 

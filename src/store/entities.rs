@@ -165,6 +165,52 @@ pub mod push_subscription {
     no_relations!();
 }
 
+pub mod push_device {
+    use sea_orm::entity::prelude::*;
+    /// A native app's registration with a push provider (`provider` = `fcm`). `Debug` shows only
+    /// the token's tail: the token is the device's address and never reaches a log in full.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "push_devices")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub provider: String,
+        pub platform: String,
+        pub token: String,
+        /// SHA-256 of `token`, lowercase hex: the unique key of the upsert.
+        pub token_key: String,
+        pub created_at: DateTimeUtc,
+    }
+    no_relations!();
+
+    impl Model {
+        /// The last 6 characters of the token: enough to tell a user's devices apart.
+        pub fn token_tail(&self) -> &str {
+            let start = self
+                .token
+                .char_indices()
+                .rev()
+                .nth(5)
+                .map_or(0, |(at, _)| at);
+            &self.token[start..]
+        }
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("push_device")
+                .field("id", &self.id)
+                .field("user_id", &self.user_id)
+                .field("provider", &self.provider)
+                .field("platform", &self.platform)
+                .field("token_tail", &self.token_tail())
+                .field("created_at", &self.created_at)
+                .finish()
+        }
+    }
+}
+
 pub mod mission {
     use sea_orm::entity::prelude::*;
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

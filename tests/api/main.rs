@@ -3,6 +3,9 @@ mod accounts;
 mod board;
 mod chat;
 mod errors;
+#[path = "../support/fake_fcm.rs"]
+mod fake_fcm;
+mod fcm;
 mod helpers;
 mod limits_auth;
 mod limits_chat;

@@ -30,6 +30,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/chat/messages", &["get"]),
     ("/api/push/public-key", &["get"]),
     ("/api/push/subscriptions", &["post", "delete"]),
+    ("/api/push/providers", &["get"]),
+    ("/api/push/devices", &["get", "post"]),
+    ("/api/push/devices/{id}", &["delete"]),
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
 ];

@@ -58,7 +58,7 @@ pub struct PushService {
     pub base: String,
     /// The PEM file of the CA that signed the service's certificate.
     pub ca_file: PathBuf,
-    _dir: tempfile::TempDir,
+    _ca: Arc<TestCa>,
 }
 
 /// The checks a push service makes before it accepts a message; `Err` is its answer.
@@ -167,49 +167,73 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<State>) ->
     HttpResponse::build(StatusCode::from_u16(status).unwrap()).finish()
 }
 
-/// A CA and a certificate it signed for 127.0.0.1 and localhost: (CA PEM, leaf DER, key DER).
-fn make_certificates() -> (String, Vec<u8>, Vec<u8>) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "podo test push CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    leaf.distinguished_name
-        .push(DnType::CommonName, "podo test push service");
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
-    (
-        ca_cert.pem(),
-        leaf_cert.der().to_vec(),
-        leaf_key.serialize_der(),
-    )
+/// A CA made by the test, and HTTPS server settings with certificates it signed for 127.0.0.1
+/// and localhost. The server under test trusts it only when told to (`SSL_CERT_FILE`,
+/// `push_ca_file`); the test push service and the fake FCM can share one, so that one bundle
+/// names both.
+pub struct TestCa {
+    /// The PEM file of the CA.
+    pub ca_file: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    _dir: tempfile::TempDir,
 }
 
-impl PushService {
-    pub async fn start() -> PushService {
+impl TestCa {
+    pub fn new() -> Arc<TestCa> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "podo test push CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = ca.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (ca_pem, cert, key) = make_certificates();
         let ca_file = dir.path().join("push-ca.pem");
-        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(&ca_file, cert.pem()).unwrap();
+        Arc::new(TestCa {
+            ca_file,
+            cert,
+            key,
+            _dir: dir,
+        })
+    }
+
+    /// rustls settings for an HTTPS service on 127.0.0.1 (HTTP/2 offered by ALPN), with a new
+    /// certificate for `name` signed by this CA.
+    pub fn server_tls(&self, name: &str) -> rustls::ServerConfig {
+        use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf.subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        leaf.distinguished_name.push(DnType::CommonName, name);
+        let leaf_cert = leaf.signed_by(&leaf_key, &self.cert, &self.key).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![cert.into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+                vec![leaf_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
             )
             .unwrap();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls
+    }
+}
+
+impl PushService {
+    /// A push service with a CA of its own.
+    pub async fn start() -> PushService {
+        Self::start_with(TestCa::new()).await
+    }
+
+    /// A push service whose certificate `ca` signed.
+    pub async fn start_with(ca: Arc<TestCa>) -> PushService {
+        let tls = ca.server_tls("podo test push service");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("https://{}", listener.local_addr().unwrap());
         let state = State {
@@ -231,8 +255,8 @@ impl PushService {
         PushService {
             state,
             base,
-            ca_file,
-            _dir: dir,
+            ca_file: ca.ca_file.clone(),
+            _ca: ca,
         }
     }
 
