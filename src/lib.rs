@@ -1,4 +1,5 @@
-//! podo: a realtime family server. See README.md for the architecture and API.md for the contract.
+//! podo: a realtime family server. See docs/ARCHITECTURE.md for the architecture and docs/API.md
+//! for the contract.
 pub mod api;
 pub mod app;
 pub mod auth;
