@@ -39,8 +39,8 @@ pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
 /// 422 `validation_failed` for JSON of the wrong shape, 413 over 64 KiB.
 pub struct JsonBody<T>(pub T);
 
-/// Like [`JsonBody`], but an empty body means `T::default()` (endpoints without parameters and
-/// with only optional ones accept an empty body or `{}`).
+/// Like [`JsonBody`], but an empty body or `null` means `T::default()` (endpoints without
+/// parameters and with only optional ones accept an empty body, `null` or `{}`).
 pub struct OptionalJsonBody<T>(pub T);
 
 pub(crate) fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Result<T, ApiError> {
@@ -57,20 +57,46 @@ pub(crate) fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Res
             "send the body as application/json",
         ));
     }
-    let value = serde_json::from_slice(bytes).map_err(|err| {
-        if err.is_data() {
-            ApiError::Validation([("body", err.to_string())].into_iter().collect())
-        } else {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
-        }
-    })?;
-    if has_escaped_nul(bytes) {
-        return Err(ApiError::invalid_field(
-            nul_field::<T>(bytes),
-            "must not contain U+0000",
-        ));
+    let value = read_json(bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_field("body", "a JSON object"));
     }
+    if has_escaped_nul(bytes)
+        && let Some(field) = nul_field::<T>(&value)
+    {
+        return Err(ApiError::invalid_field(field, "must not contain U+0000"));
+    }
+    T::deserialize(value)
+        .map_err(|err| ApiError::Validation([("body", err.to_string())].into_iter().collect()))
+}
+
+/// JSON text as a value, with every number that is a whole number written as a fraction
+/// (`52.0`) turned into that integer: JSON has one number type, and JSON Schema's `integer`
+/// (what the OpenAPI document says) includes `52.0`. Anything but valid JSON is 400
+/// `invalid_json`.
+fn read_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|err| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
+    })?;
+    whole_numbers_as_integers(&mut value);
     Ok(value)
+}
+
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// Whether valid JSON text holds U+0000 in a string. It can only be written as the escape
@@ -94,8 +120,9 @@ pub fn has_escaped_nul(json: &[u8]) -> bool {
 }
 
 /// The request field that holds U+0000 (the top-level key whose value or name has it), named
-/// as `T` names its fields; `body` when it is none of them.
-fn nul_field<T: DeserializeOwned>(bytes: &[u8]) -> &'static str {
+/// as `T` names its fields. Fields `T` does not have are dropped unread, so U+0000 in them
+/// harms nothing: `None` then.
+fn nul_field<T: DeserializeOwned>(value: &serde_json::Value) -> Option<&'static str> {
     fn has_nul(value: &serde_json::Value) -> bool {
         match value {
             serde_json::Value::String(s) => s.contains('\0'),
@@ -106,22 +133,21 @@ fn nul_field<T: DeserializeOwned>(bytes: &[u8]) -> &'static str {
             _ => false,
         }
     }
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(bytes) else {
-        return "body";
+    let (serde_json::Value::Object(map), Some(fields)) = (value, struct_fields::<T>()) else {
+        return has_nul(value).then_some("body");
     };
-    let fields = struct_fields::<T>();
     map.iter()
-        .find(|(k, v)| k.contains('\0') || has_nul(v))
-        .and_then(|(k, _)| fields.iter().find(|f| **f == k.as_str()).copied())
-        .unwrap_or("body")
+        .filter(|(_, v)| has_nul(v))
+        .find_map(|(k, _)| fields.iter().find(|f| **f == k.as_str()).copied())
 }
 
 /// The field names of the struct `T` deserializes into: serde hands them to
-/// `deserialize_struct`, which this deserializer records before it gives up.
-fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+/// `deserialize_struct`, which this deserializer records before it gives up. `None` when `T` is
+/// not a struct.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
     use serde::de::{Error as _, Visitor, value::Error};
 
-    struct Fields<'a>(&'a mut &'static [&'static str]);
+    struct Fields<'a>(&'a mut Option<&'static [&'static str]>);
 
     impl<'de> Deserializer<'de> for Fields<'_> {
         type Error = Error;
@@ -136,7 +162,7 @@ fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
             fields: &'static [&'static str],
             _: V,
         ) -> Result<V::Value, Error> {
-            *self.0 = fields;
+            *self.0 = Some(fields);
             Err(Error::custom("only the field names"))
         }
 
@@ -147,7 +173,7 @@ fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
         }
     }
 
-    let mut fields: &'static [&'static str] = &[];
+    let mut fields = None;
     let _ = T::deserialize(Fields(&mut fields));
     fields
 }
@@ -205,7 +231,9 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T
         let body = read_body(&req, payload);
         Box::pin(async move {
             let bytes = body.await?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
+            // No body, or JSON `null`: no parameters given.
+            let trimmed = bytes.trim_ascii();
+            if trimmed.is_empty() || trimmed == b"null" {
                 return Ok(OptionalJsonBody(T::default()));
             }
             parse(&req, &bytes).map(OptionalJsonBody)
@@ -226,6 +254,9 @@ pub fn json_error_body<B: MessageBody + 'static>(
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
+    let allow = (status == StatusCode::METHOD_NOT_ALLOWED)
+        .then(|| super::openapi::allowed_methods(res.request().path()))
+        .flatten();
     let error = match status {
         StatusCode::NOT_FOUND => ApiError::not_found("no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
@@ -244,6 +275,9 @@ pub fn json_error_body<B: MessageBody + 'static>(
     let (req, _) = res.into_parts();
     let mut response: HttpResponse<BoxBody> = error.error_response();
     *response.status_mut() = status;
+    if let Some(value) = allow.and_then(|allow| header::HeaderValue::from_str(allow).ok()) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, response).map_into_right_body::<B>(),
     ))
@@ -310,8 +344,9 @@ mod tests {
         assert!(matches!(&refused, ApiError::Validation(f) if f.contains_key("name")));
         let nested = fuzz::parse::<Sample>(br#"{"keys":{"p256dh":"\u0000"}}"#).unwrap_err();
         assert!(matches!(&nested, ApiError::Validation(f) if f.contains_key("keys")));
-        let stranger = fuzz::parse::<Sample>(br#"{"other":"\u0000"}"#).unwrap_err();
-        assert!(matches!(&stranger, ApiError::Validation(f) if f.contains_key("body")));
+        // A field `Sample` does not have is dropped unread: its U+0000 harms nothing.
+        let stranger = fuzz::parse::<Sample>(br#"{"other":"\u0000","name":"ok"}"#);
+        assert!(stranger.is_ok_and(|s| s.name.as_deref() == Some("ok")));
     }
 
     proptest! {

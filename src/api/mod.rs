@@ -42,8 +42,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, static_dir: &std::path::Path) {
     .default_service(web::to(not_found));
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such resource"))
+/// An unknown path is 404; a documented path asked with another method is 405 with `Allow`.
+async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::ResponseError;
+    match openapi::allowed_methods(req.path()) {
+        Some(allow) => {
+            let mut response = ApiError::new(
+                actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed here; use {allow}", req.method()),
+            )
+            .error_response();
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+        None => ApiError::not_found("no such resource").error_response(),
+    }
 }
 
 /// Length in Unicode scalar values (what API.md means by "chars").

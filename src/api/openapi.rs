@@ -19,11 +19,77 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The document, rendered once. (Serializing it cannot fail; if it ever did, the answer is an
 /// error body rather than a panic in a worker.)
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi().to_json().unwrap_or_else(|err| {
+    let rendered = serde_json::to_value(ApiDoc::openapi()).map(|mut document| {
+        refuse_nul_in_strings(&mut document);
+        document.to_string()
+    });
+    rendered.unwrap_or_else(|err| {
         log::error!("OpenAPI document did not serialize: {err}");
         serde_json::json!({"error": "internal", "message": "internal error"}).to_string()
     })
 });
+
+/// Every stored string refuses U+0000 (docs/API.md "Conventions"): say so in each plain string
+/// schema of the document, as a `pattern`, so that clients generated from it (and schemathesis)
+/// know. Strings that already have a pattern, a format or an enum are narrower than that anyway.
+fn refuse_nul_in_strings(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => {
+            let is_string = match fields.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            let narrower = ["pattern", "format", "enum", "const"]
+                .iter()
+                .any(|key| fields.contains_key(*key));
+            if is_string && !narrower {
+                fields.insert("pattern".into(), Value::from("^[^\\u0000]*$"));
+            }
+            fields.values_mut().for_each(refuse_nul_in_strings);
+        }
+        Value::Array(items) => items.iter_mut().for_each(refuse_nul_in_strings),
+        _ => {}
+    }
+}
+
+/// The methods each documented path answers, for `405` with `Allow` on any other method.
+static ROUTES: LazyLock<Vec<(Vec<String>, String)>> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("DELETE", item.delete.is_some()),
+            ];
+            let allow: Vec<&str> = methods
+                .into_iter()
+                .filter_map(|(name, present)| present.then_some(name))
+                .collect();
+            let segments = path.split('/').map(str::to_owned).collect();
+            (segments, allow.join(", "))
+        })
+        .collect()
+});
+
+/// The `Allow` header for a documented path that was asked with a method it does not answer.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    let asked: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().find_map(|(segments, allow)| {
+        let matches = segments.len() == asked.len()
+            && segments
+                .iter()
+                .zip(&asked)
+                .all(|(segment, part)| segment.starts_with('{') || segment == part);
+        matches.then_some(allow.as_str())
+    })
+}
 
 #[utoipa::path(
     get,
@@ -89,7 +155,7 @@ async fn openapi_json() -> HttpResponse {
         openapi_json,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&SecuritySchemes, &InternalErrors),
+    modifiers(&SecuritySchemes, &InternalErrors, &ValidationErrors),
     tags(
         (name = "accounts", description = "Signup, login and the caller's account"),
         (name = "family", description = "Pairing one parent and one child"),
@@ -164,6 +230,37 @@ impl Modify for InternalErrors {
                     .responses
                     .entry("500".into())
                     .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
+}
+
+/// Every operation that takes a body can answer 422 `validation_failed` (JSON of the wrong shape,
+/// a value out of range, U+0000 in a string); added where an annotation does not list it.
+struct ValidationErrors;
+
+impl Modify for ValidationErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let response = ResponseBuilder::new()
+            .description("`validation_failed`, with `fields`")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 3] =
+                [&mut item.post, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                if operation.request_body.is_some() {
+                    operation
+                        .responses
+                        .responses
+                        .entry("422".into())
+                        .or_insert_with(|| response.clone().into());
+                }
             }
         }
     }

@@ -75,14 +75,17 @@ async fn providers(state: web::Data<AppState>) -> HttpResponse {
 }
 
 // Optional in the code so that every missing field is reported; all required on the wire.
+/// The Push API's `keys` record has exactly these two (anything else is refused, so that what is
+/// accepted is what the document says).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = PushKeys)]
+#[serde(deny_unknown_fields)]
 struct Keys {
-    /// An uncompressed P-256 point (65 bytes), base64url.
-    #[schema(value_type = String)]
+    /// An uncompressed P-256 point (65 bytes, the first 0x04), base64url, padded or not.
+    #[schema(value_type = String, pattern = "^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$")]
     p256dh: Option<String>,
-    /// 16 bytes, base64url.
-    #[schema(value_type = String)]
+    /// 16 bytes, base64url, padded or not.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{21}[AQgw](==)?$")]
     auth: Option<String>,
 }
 

@@ -90,6 +90,21 @@ struct WishFields {
     image_url: Option<Option<String>>,
 }
 
+/// `POST /api/wishes` as the document has it: the same fields, `name` required (the handler reads
+/// [`WishFields`] and says which field is missing).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the request body in the document only
+struct NewWish {
+    #[schema(min_length = 1, max_length = 100)]
+    name: String,
+    /// An absolute http(s) URL.
+    #[schema(format = "uri", max_length = 2048)]
+    link: Option<String>,
+    /// An absolute http(s) URL.
+    #[schema(format = "uri", max_length = 2048)]
+    image_url: Option<String>,
+}
+
 /// Checked fields: `None` = leave as is; `Some(None)` = clear.
 struct Checked {
     name: Option<String>,
@@ -100,15 +115,16 @@ struct Checked {
 fn check(fields: WishFields, creating: bool) -> Result<Checked, ApiError> {
     let mut errors = FieldErrors::default();
     let name = required_text(&mut errors, "name", fields.name, 100, creating);
+    // As the document says (`format: uri`): a URL as it is, no blank or padded one; `null`
+    // clears the field.
     let mut url = |field: &'static str, value: Option<Option<String>>| match value {
-        Some(Some(s)) if s.trim().is_empty() => Some(None),
         Some(Some(s)) => {
             errors.check(
-                is_http_url(s.trim()),
+                is_http_url(&s),
                 field,
-                "an absolute http(s) URL of at most 2048 characters",
+                "an absolute http(s) URL of at most 2048 characters (null clears it)",
             );
-            Some(Some(s.trim().to_owned()))
+            Some(Some(s))
         }
         other => other,
     };
@@ -129,7 +145,7 @@ fn check(fields: WishFields, creating: bool) -> Result<Checked, ApiError> {
     operation_id = "create_wish",
     summary = "Add a wish (child)",
     security(("bearer" = [])),
-    request_body = WishFields,
+    request_body = NewWish,
     responses(
         (status = 201, description = "The new wish (`wished`); pushed to the parent", body = Wish),
         (status = 400, description = "`invalid_json`", body = ErrorBody),

@@ -197,7 +197,12 @@ async fn another_familys_wish_is_not_found() {
     let (_, list) = app.get("/api/wishes", &ours.parent.token).await;
     assert_eq!(list["wishes"], json!([]));
     let (status, body) = app
-        .request("GET", "/api/wishes/abc", Some(&ours.child.token), None)
+        .request(
+            "PATCH",
+            "/api/wishes/abc",
+            Some(&ours.child.token),
+            Some(json!({"name": "x"})),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
