@@ -9,6 +9,19 @@
 //! the database is the one the FamilyBoard actor based it on, so a second server process on the
 //! same database can never overwrite a change silently (both sides see [`PersistError::Conflict`]
 //! and reload).
+//!
+//! Faults: a batch whose transaction fails because of the database ([`super::Fault`]: the
+//! connection was lost, the pool timed out, the disk is full) is not committed again apart (each
+//! part would only fail the same way, up to [`DB_TIMEOUT`] each); every waiter gets the fault. A
+//! commit that does not finish within [`DB_TIMEOUT`] is abandoned, and its waiters get
+//! [`PersistError::Uncertain`]: the transaction may still land later (COMMIT may have reached the
+//! server; PostgreSQL ends it by itself after `statement_timeout` /
+//! `idle_in_transaction_session_timeout`), so it is neither acknowledged (only what is known to be
+//! committed is) nor assumed lost. The FamilyBoard and the ChatRoom reload from the database
+//! before they build on it; the board's version guard and the messages' unique (family, seq) and
+//! (family, sender, client id) indexes turn a late landing into a conflict they already recover
+//! from, never into a lost or doubled write. The next batch starts at once: one hung commit holds
+//! the process's writes for at most [`DB_TIMEOUT`].
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -19,7 +32,7 @@ use sea_orm::{
 };
 use tokio::sync::oneshot;
 
-use super::{BatchSql, Db};
+use super::{BatchSql, DB_TIMEOUT, Db, Fault, fault_of};
 use crate::metrics::Metrics;
 
 /// The most changes one transaction takes.
@@ -41,6 +54,16 @@ pub enum PersistError {
     MissionLocked,
     #[error("database: {0}")]
     Database(String),
+    /// The database is not available (nothing of the write was applied, or see `Uncertain`).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The commit did not finish within [`DB_TIMEOUT`] or lost its connection on the way: it may
+    /// or may not have been applied. Not acknowledged; the writer must reload before going on.
+    #[error("the commit's outcome is unknown (timed out or connection lost)")]
+    Uncertain,
+    /// The database's disk is full; nothing was applied.
+    #[error("database storage full: {0}")]
+    StorageFull(String),
     #[error("the persister stopped")]
     Stopped,
 }
@@ -153,6 +176,8 @@ pub struct Persister {
     metrics: Arc<Metrics>,
     queue: Vec<Write>,
     committing: bool,
+    /// Writes in the transaction that is running (for [`super::WriteHealth`]).
+    in_flight: usize,
     /// A WAL checkpoint to run before the next batch (SQLite; see `store::checkpoint`).
     checkpoint: bool,
 }
@@ -169,6 +194,7 @@ impl Persister {
             metrics,
             queue: Vec::new(),
             committing: false,
+            in_flight: 0,
             checkpoint: false,
         }
     }
@@ -203,9 +229,15 @@ impl Persister {
             return;
         }
         if self.queue.is_empty() {
+            self.in_flight = 0;
+            self.db.health.set_waiting(0);
             return;
         }
         let batch = take_batch(&mut self.queue);
+        self.in_flight = batch.len();
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.committing = true;
         let db = self.db.clone();
         let metrics = self.metrics.clone();
@@ -260,6 +292,9 @@ impl Handler<CommitBoard> for Persister {
     ) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.queue.push(Write::Board(change, reply));
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
@@ -280,6 +315,9 @@ impl Handler<CommitMessages> for Persister {
     fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
         self.queue.push(Write::Chat(group, reply));
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
@@ -305,14 +343,38 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
     }
     let change_refs: Vec<&BoardChange> = changes.iter().collect();
     let group_refs: Vec<&CommitMessages> = groups.iter().collect();
-    let (board_results, chat_results) = match commit(db, &change_refs, &group_refs).await {
+    let (board_results, chat_results) = match timed_commit(db, &change_refs, &group_refs).await {
         Ok(results) => (results, vec![Ok(()); groups.len()]),
-        Err(failure) => commit_apart(db, &changes, &groups, failure).await,
+        Err(failure) => match failure.fault_error() {
+            Some(error) => {
+                log::warn!(
+                    "commit of {} board changes and {} message groups failed: {error}",
+                    changes.len(),
+                    groups.len()
+                );
+                (
+                    vec![Err(error.clone()); changes.len()],
+                    vec![Err(error); groups.len()],
+                )
+            }
+            None => commit_apart(db, &changes, &groups, failure).await,
+        },
     };
+    let faulted = board_results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .chain(chat_results.iter().filter_map(|r| r.as_ref().err()))
+        .any(PersistError::is_fault);
+    if faulted {
+        db.health.failed();
+    } else {
+        db.health.succeeded();
+    }
     let ok = board_results
         .iter()
         .all(|r| !matches!(r, Err(PersistError::Conflict | PersistError::Database(_))))
-        && chat_results.iter().all(Result::is_ok);
+        && chat_results.iter().all(Result::is_ok)
+        && !faulted;
     let messages: usize = groups
         .iter()
         .zip(&chat_results)
@@ -330,6 +392,38 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
         let _ = reply.send(result);
     }
     ok
+}
+
+impl PersistError {
+    /// A failure of the database, not of the write.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            PersistError::Unavailable(_) | PersistError::Uncertain | PersistError::StorageFull(_)
+        )
+    }
+}
+
+/// [`commit`] bounded by [`DB_TIMEOUT`]. On the timeout the transaction's future is dropped: its
+/// connection goes back to the pool through sqlx's release check (a rollback and a ping), or is
+/// closed.
+async fn timed_commit(
+    db: &Db,
+    changes: &[&BoardChange],
+    groups: &[&CommitMessages],
+) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
+    match tokio::time::timeout(DB_TIMEOUT, commit(db, changes, groups)).await {
+        Ok(result) => result,
+        Err(_) => {
+            log::error!(
+                "commit of {} board changes and {} message groups took over {} s; outcome unknown",
+                changes.len(),
+                groups.len(),
+                DB_TIMEOUT.as_secs()
+            );
+            Err(BatchFailure::TimedOut)
+        }
+    }
 }
 
 /// One write of a batch: a board change or a family's group of messages.
@@ -383,7 +477,7 @@ async fn commit_apart(
                     board_part.iter().map(|&i| &changes[i]).collect();
                 let group_refs: Vec<&CommitMessages> =
                     chat_part.iter().map(|&i| &groups[i]).collect();
-                match commit(db, &change_refs, &group_refs).await {
+                match timed_commit(db, &change_refs, &group_refs).await {
                     Ok(results) => {
                         for (i, result) in board_part.into_iter().zip(results) {
                             board[i] = result;
@@ -393,7 +487,21 @@ async fn commit_apart(
                         }
                         continue;
                     }
-                    Err(failure) => failure.into_error(),
+                    Err(failure) => match failure.fault_error() {
+                        // The database itself failed meanwhile: splitting further would only
+                        // fail the same way. Everything not yet committed gets the fault.
+                        Some(error) => {
+                            let rest = todo.drain(..).flat_map(|(units, _)| units);
+                            for unit in units.iter().copied().chain(rest) {
+                                match unit {
+                                    Unit::Board(i) => board[i] = Err(error.clone()),
+                                    Unit::Chat(i) => chat[i] = Err(error.clone()),
+                                }
+                            }
+                            break;
+                        }
+                        None => failure.into_error(),
+                    },
                 }
             }
         };
@@ -426,13 +534,36 @@ async fn commit_apart(
 enum BatchFailure {
     Conflict,
     Database(DbErr),
+    /// The commit did not finish within [`DB_TIMEOUT`].
+    TimedOut,
 }
 
 impl BatchFailure {
+    /// The error for every write of the batch when the database failed rather than a write.
+    fn fault_error(&self) -> Option<PersistError> {
+        match self {
+            BatchFailure::Conflict => None,
+            BatchFailure::TimedOut => Some(PersistError::Uncertain),
+            BatchFailure::Database(err) => match fault_of(err)? {
+                Fault::StorageFull => Some(PersistError::StorageFull(err.to_string())),
+                // No connection was had: nothing was sent, nothing applied.
+                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => {
+                    Some(PersistError::Unavailable(err.to_string()))
+                }
+                // The connection failed on the way: perhaps during COMMIT.
+                Fault::Unavailable => Some(PersistError::Uncertain),
+            },
+        }
+    }
+
     fn into_error(self) -> PersistError {
+        if let Some(error) = self.fault_error() {
+            return error;
+        }
         match self {
             BatchFailure::Conflict => PersistError::Conflict,
             BatchFailure::Database(err) => PersistError::Database(err.to_string()),
+            BatchFailure::TimedOut => PersistError::Uncertain,
         }
     }
 }
