@@ -31,6 +31,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
 };
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{BatchSql, DB_TIMEOUT, Db, Fault, fault_of};
 use crate::metrics::Metrics;
@@ -163,6 +164,17 @@ enum Write {
 impl Write {
     /// At most one write per (kind, family) in a batch: a family's next write is based on the
     /// previous one's result.
+    fn refuse(self, error: PersistError) {
+        match self {
+            Write::Board(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Write::Chat(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
     fn slot(&self) -> (bool, i64) {
         match self {
             Write::Board(change, _) => (true, change.family_id),
@@ -174,7 +186,8 @@ impl Write {
 pub struct Persister {
     db: Db,
     metrics: Arc<Metrics>,
-    queue: Vec<Write>,
+    /// Each write with its deadline: [`DB_TIMEOUT`] after it arrived.
+    queue: Vec<(Instant, Write)>,
     committing: bool,
     /// Writes in the transaction that is running (for [`super::WriteHealth`]).
     in_flight: usize,
@@ -233,7 +246,10 @@ impl Persister {
             self.db.health.set_waiting(0);
             return;
         }
-        let batch = take_batch(&mut self.queue);
+        let (batch, deadline) = match take_batch(&mut self.queue) {
+            Some(taken) => taken,
+            None => return self.kick(ctx),
+        };
         self.in_flight = batch.len();
         self.db
             .health
@@ -245,7 +261,7 @@ impl Persister {
             async move {
                 let size = batch.len();
                 let started = std::time::Instant::now();
-                let ok = commit_and_reply(&db, &metrics, batch).await;
+                let ok = commit_and_reply(&db, &metrics, batch, deadline).await;
                 metrics.record_batch(size, started.elapsed(), ok);
             }
             .into_actor(self)
@@ -259,19 +275,33 @@ impl Persister {
 
 /// Takes up to [`MAX_BATCH`] writes, at most one per kind and family (a family's second change is
 /// based on the first's result and must see it committed), leaving the rest queued in order.
-fn take_batch(queue: &mut Vec<Write>) -> Vec<Write> {
+/// Writes that waited past their deadline (behind a commit that hung) are answered `Unavailable`
+/// without being tried: each write is answered within [`DB_TIMEOUT`] of reaching the Persister,
+/// not one timeout per batch ahead of it. Returns the batch and the earliest deadline in it, or
+/// `None` when every write taken had expired.
+fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Option<(Vec<Write>, Instant)> {
+    let now = Instant::now();
     let mut families = HashSet::new();
     let mut batch = Vec::new();
+    let mut deadline = None::<Instant>;
     let mut rest = Vec::new();
-    for pending in queue.drain(..) {
+    for (due, pending) in queue.drain(..) {
         if batch.len() < MAX_BATCH && families.insert(pending.slot()) {
+            if due <= now {
+                pending.refuse(PersistError::Unavailable(format!(
+                    "waited over {} s for the database",
+                    DB_TIMEOUT.as_secs()
+                )));
+                continue;
+            }
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
             batch.push(pending);
         } else {
-            rest.push(pending);
+            rest.push((due, pending));
         }
     }
     *queue = rest;
-    batch
+    Some((batch, deadline?))
 }
 
 impl Actor for Persister {
@@ -291,7 +321,8 @@ impl Handler<CommitBoard> for Persister {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Write::Board(change, reply));
+        self.queue
+            .push((Instant::now() + DB_TIMEOUT, Write::Board(change, reply)));
         self.db
             .health
             .set_waiting(self.in_flight + self.queue.len());
@@ -314,7 +345,8 @@ impl Handler<CommitMessages> for Persister {
 
     fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Write::Chat(group, reply));
+        self.queue
+            .push((Instant::now() + DB_TIMEOUT, Write::Chat(group, reply)));
         self.db
             .health
             .set_waiting(self.in_flight + self.queue.len());
@@ -324,7 +356,12 @@ impl Handler<CommitMessages> for Persister {
 }
 
 /// Commits a batch and answers every waiter. Returns whether every write committed.
-async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool {
+async fn commit_and_reply(
+    db: &Db,
+    metrics: &Metrics,
+    batch: Vec<Write>,
+    deadline: Instant,
+) -> bool {
     let mut changes = Vec::new();
     let mut board_replies = Vec::new();
     let mut groups = Vec::new();
@@ -343,23 +380,24 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
     }
     let change_refs: Vec<&BoardChange> = changes.iter().collect();
     let group_refs: Vec<&CommitMessages> = groups.iter().collect();
-    let (board_results, chat_results) = match timed_commit(db, &change_refs, &group_refs).await {
-        Ok(results) => (results, vec![Ok(()); groups.len()]),
-        Err(failure) => match failure.fault_error() {
-            Some(error) => {
-                log::warn!(
-                    "commit of {} board changes and {} message groups failed: {error}",
-                    changes.len(),
-                    groups.len()
-                );
-                (
-                    vec![Err(error.clone()); changes.len()],
-                    vec![Err(error); groups.len()],
-                )
-            }
-            None => commit_apart(db, &changes, &groups, failure).await,
-        },
-    };
+    let (board_results, chat_results) =
+        match timed_commit(db, &change_refs, &group_refs, deadline).await {
+            Ok(results) => (results, vec![Ok(()); groups.len()]),
+            Err(failure) => match failure.fault_error() {
+                Some(error) => {
+                    log::warn!(
+                        "commit of {} board changes and {} message groups failed: {error}",
+                        changes.len(),
+                        groups.len()
+                    );
+                    (
+                        vec![Err(error.clone()); changes.len()],
+                        vec![Err(error); groups.len()],
+                    )
+                }
+                None => commit_apart(db, &changes, &groups, failure, deadline).await,
+            },
+        };
     let faulted = board_results
         .iter()
         .filter_map(|r| r.as_ref().err())
@@ -404,22 +442,22 @@ impl PersistError {
     }
 }
 
-/// [`commit`] bounded by [`DB_TIMEOUT`]. On the timeout the transaction's future is dropped: its
+/// [`commit`] bounded by the batch's deadline (at most [`DB_TIMEOUT`]). On the timeout the transaction's future is dropped: its
 /// connection goes back to the pool through sqlx's release check (a rollback and a ping), or is
 /// closed.
 async fn timed_commit(
     db: &Db,
     changes: &[&BoardChange],
     groups: &[&CommitMessages],
+    deadline: Instant,
 ) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
-    match tokio::time::timeout(DB_TIMEOUT, commit(db, changes, groups)).await {
+    match tokio::time::timeout_at(deadline, commit(db, changes, groups)).await {
         Ok(result) => result,
         Err(_) => {
             log::error!(
-                "commit of {} board changes and {} message groups took over {} s; outcome unknown",
+                "commit of {} board changes and {} message groups timed out; outcome unknown",
                 changes.len(),
-                groups.len(),
-                DB_TIMEOUT.as_secs()
+                groups.len()
             );
             Err(BatchFailure::TimedOut)
         }
@@ -443,6 +481,7 @@ async fn commit_apart(
     changes: &[BoardChange],
     groups: &[CommitMessages],
     failure: BatchFailure,
+    deadline: Instant,
 ) -> (
     Vec<Result<Committed, PersistError>>,
     Vec<Result<(), PersistError>>,
@@ -477,7 +516,7 @@ async fn commit_apart(
                     board_part.iter().map(|&i| &changes[i]).collect();
                 let group_refs: Vec<&CommitMessages> =
                     chat_part.iter().map(|&i| &groups[i]).collect();
-                match timed_commit(db, &change_refs, &group_refs).await {
+                match timed_commit(db, &change_refs, &group_refs, deadline).await {
                     Ok(results) => {
                         for (i, result) in board_part.into_iter().zip(results) {
                             board[i] = result;
