@@ -3,6 +3,9 @@ mod accounts;
 mod board;
 mod chat;
 mod errors;
+#[path = "../support/fault_proxy.rs"]
+mod fault_proxy;
+mod faults;
 mod helpers;
 mod limits_auth;
 mod limits_chat;
