@@ -110,6 +110,8 @@ pub struct WriteHealth {
     last_success_ms: AtomicU64,
     /// Writes queued or committing in the Persister.
     waiting: AtomicUsize,
+    /// Milliseconds since `started` when `waiting` last became non-zero.
+    waiting_since_ms: AtomicU64,
     /// Milliseconds since `started` of the last failure, or of the last probe.
     last_try_ms: AtomicU64,
 }
@@ -160,7 +162,11 @@ impl WriteHealth {
     }
 
     pub fn set_waiting(&self, writes: usize) {
-        self.waiting.store(writes, Ordering::Relaxed);
+        let before = self.waiting.swap(writes, Ordering::Relaxed);
+        if before == 0 && writes > 0 {
+            self.waiting_since_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// Why writes are not healthy, if they are not.
@@ -168,9 +174,13 @@ impl WriteHealth {
         if self.last_failed.load(Ordering::Relaxed) {
             return Some("the last write to the database failed");
         }
-        let since = self
-            .now_ms()
-            .saturating_sub(self.last_success_ms.load(Ordering::Relaxed));
+        // Since the later of the last success and the moment writes started waiting: an idle
+        // server's first write is not a stall.
+        let since = self.now_ms().saturating_sub(
+            self.last_success_ms
+                .load(Ordering::Relaxed)
+                .max(self.waiting_since_ms.load(Ordering::Relaxed)),
+        );
         if self.waiting.load(Ordering::Relaxed) > 0 && since >= STALLED_AFTER.as_millis() as u64 {
             return Some("no write succeeded for 10 s while writes were waiting");
         }
@@ -215,5 +225,24 @@ mod tests {
         assert!(health.problem().is_some());
         health.succeeded();
         assert_eq!(health.problem(), None);
+    }
+
+    #[test]
+    fn a_write_after_a_quiet_spell_is_no_stall() {
+        // Pretend the server has been idle for a minute.
+        let long_ago = WriteHealth {
+            started: OnceInstant(std::sync::OnceLock::from(
+                Instant::now() - Duration::from_secs(60),
+            )),
+            ..WriteHealth::default()
+        };
+        long_ago.set_waiting(1);
+        assert_eq!(long_ago.problem(), None);
+        long_ago
+            .waiting_since_ms
+            .store(long_ago.now_ms() - 11_000, Ordering::Relaxed);
+        assert!(long_ago.problem().is_some());
+        long_ago.set_waiting(0);
+        assert_eq!(long_ago.problem(), None);
     }
 }

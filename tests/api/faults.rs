@@ -186,7 +186,12 @@ async fn postgres_outage(mode: Mode) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{mode:?}: healthz");
     assert!(took <= bound(), "{mode:?}: healthz took {took:?}");
     // Through the Persister (the FamilyBoard), and a handler that writes itself.
-    assert_unavailable("grant", &grant(&app, &fam).await);
+    let refused = grant(&app, &fam).await;
+    eprintln!(
+        "{mode:?}: healthz 503 in {took:?}, grant 503 in {:?}",
+        refused.took
+    );
+    assert_unavailable("grant", &refused);
     let wish = timed(
         &app,
         "POST",
@@ -227,6 +232,7 @@ async fn postgres_outage(mode: Mode) {
     );
     let version = version.expect("version");
     assert!(healed.elapsed() <= HEAL, "healed in {:?}", healed.elapsed());
+    eprintln!("{mode:?}: writes healed in {:?}", healed.elapsed());
     // Nothing of the refused grant was applied: exactly one more grape.
     assert_eq!(version, first + 2, "{mode:?}");
     // The same stream gets the next state, the same sockets the next message.
