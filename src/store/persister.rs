@@ -162,8 +162,6 @@ enum Write {
 }
 
 impl Write {
-    /// At most one write per (kind, family) in a batch: a family's next write is based on the
-    /// previous one's result.
     fn refuse(self, error: PersistError) {
         match self {
             Write::Board(_, reply) => {
@@ -175,6 +173,8 @@ impl Write {
         }
     }
 
+    /// At most one write per (kind, family) in a batch: a family's next write is based on the
+    /// previous one's result.
     fn slot(&self) -> (bool, i64) {
         match self {
             Write::Board(change, _) => (true, change.family_id),
@@ -247,8 +247,11 @@ impl Persister {
             return;
         }
         let (batch, deadline) = match take_batch(&mut self.queue) {
-            Some(taken) => taken,
-            None => return self.kick(ctx),
+            Ok(taken) => taken,
+            Err(Expired) => {
+                self.db.health.failed();
+                return self.kick(ctx);
+            }
         };
         self.in_flight = batch.len();
         self.db
@@ -278,8 +281,8 @@ impl Persister {
 /// Writes that waited past their deadline (behind a commit that hung) are answered `Unavailable`
 /// without being tried: each write is answered within [`DB_TIMEOUT`] of reaching the Persister,
 /// not one timeout per batch ahead of it. Returns the batch and the earliest deadline in it, or
-/// `None` when every write taken had expired.
-fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Option<(Vec<Write>, Instant)> {
+/// [`Expired`] when every write taken had expired.
+fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Result<(Vec<Write>, Instant), Expired> {
     let now = Instant::now();
     let mut families = HashSet::new();
     let mut batch = Vec::new();
@@ -301,8 +304,11 @@ fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Option<(Vec<Write>, Instant)
         }
     }
     *queue = rest;
-    Some((batch, deadline?))
+    deadline.map(|deadline| (batch, deadline)).ok_or(Expired)
 }
+
+/// Every write [`take_batch`] took had waited past its deadline.
+struct Expired;
 
 impl Actor for Persister {
     type Context = Context<Self>;
