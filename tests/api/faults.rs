@@ -114,6 +114,15 @@ async fn send(ws: &mut WsClient, client_id: &str, wait: Duration) -> Value {
     }
 }
 
+/// Makes the server refresh its view of token revocations now: every authenticated request
+/// refreshes it from the database when it is over a second old (`auth/revocation.rs`) and fails
+/// when that read fails, so the tests that read during an outage do so within the second after.
+async fn refresh_revocations(app: &TestApp, token: &str) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = app.get("/api/me", token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A server whose PostgreSQL connections go through a fault proxy; None without `PODO_TEST_PG`.
 async fn behind_proxy() -> Option<(TestApp, FaultProxy)> {
     let admin = std::env::var("PODO_TEST_PG").unwrap_or_default();
@@ -172,6 +181,7 @@ async fn postgres_outage(mode: Mode) {
         Some(&(first + 1))
     );
 
+    refresh_revocations(&app, &fam.parent.token).await;
     proxy.set(mode);
 
     // Loaded state is read from memory. (Read at once: every authenticated request refreshes the
@@ -296,6 +306,7 @@ async fn others_are_served_while_a_commit_hangs(
             .expect("state")
     };
 
+    refresh_revocations(app, &b.parent.token).await;
     hang().await;
 
     let first = grant(app, &a);
