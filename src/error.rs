@@ -6,6 +6,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::store::persister::PersistError;
+use crate::store::{Fault, fault_of};
+
+/// `Retry-After` of 503 `unavailable`: a database that is back is used again at once.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 1;
+/// `Retry-After` of 507 `storage_full`: space comes back by hand, not within a second.
+pub const STORAGE_FULL_RETRY_SECS: u64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -92,6 +100,36 @@ impl ApiError {
             retry_after_secs,
         }
     }
+    /// 503 `unavailable`: the database is unreachable, timed out or refused the work; nothing
+    /// was acknowledged, try again shortly.
+    pub fn unavailable(context: impl std::fmt::Display) -> Self {
+        log::warn!("database unavailable: {context}");
+        ApiError::RetryLater {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "the database is not available; nothing was stored, try again shortly".into(),
+            retry_after_secs: UNAVAILABLE_RETRY_SECS,
+        }
+    }
+    /// 507 `storage_full`: the database's disk is full; nothing was stored.
+    pub fn storage_full(context: impl std::fmt::Display) -> Self {
+        log::error!("database storage full: {context}");
+        ApiError::RetryLater {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            code: "storage_full",
+            message: "the server's storage is full; nothing was stored, try again later".into(),
+            retry_after_secs: STORAGE_FULL_RETRY_SECS,
+        }
+    }
+    /// The answer for a database error: 503/507 when the database failed ([`fault_of`]), else
+    /// 500 `internal`.
+    pub fn database(err: &sea_orm::DbErr) -> Self {
+        match fault_of(err) {
+            Some(Fault::Unavailable) => ApiError::unavailable(err),
+            Some(Fault::StorageFull) => ApiError::storage_full(err),
+            None => ApiError::Internal(format!("database: {err}")),
+        }
+    }
     pub fn internal(context: impl std::fmt::Display) -> Self {
         ApiError::Internal(context.to_string())
     }
@@ -110,7 +148,22 @@ impl ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(err: sea_orm::DbErr) -> Self {
-        ApiError::Internal(format!("database: {err}"))
+        ApiError::database(&err)
+    }
+}
+
+impl From<PersistError> for ApiError {
+    /// The Persister's database failures; the write-specific refusals (`Conflict`,
+    /// `WishNotAvailable`, `MissionLocked`) are answered by the FamilyBoard before this.
+    fn from(err: PersistError) -> Self {
+        match err {
+            PersistError::Unavailable(context) => ApiError::unavailable(context),
+            PersistError::Uncertain => {
+                ApiError::unavailable("the commit did not finish in time; outcome unknown")
+            }
+            PersistError::StorageFull(context) => ApiError::storage_full(context),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 // used at once) and fall back to the stored shell when the server cannot be reached or takes
 // longer than NETWORK_TIMEOUT_MS. Everything else, the API (`/api/...`, its board stream and
 // chat socket), `/healthz` and `/metrics` included, is left to the network and never stored.
-const SHELL_VERSION = 'ff4ff72de9c54834';
+const SHELL_VERSION = '334dc3f44332370a';
 const CACHE = `podo-shell-${SHELL_VERSION}`;
 const NETWORK_TIMEOUT_MS = 4000;
 const SHELL = [

@@ -199,14 +199,24 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// API.md: 500 `internal` may answer any `/api` request (no internals leaked). Added to every
-/// operation under `/api` rather than repeated in each annotation.
+/// API.md: 500 `internal` may answer any `/api` request (no internals leaked), and 503
+/// `unavailable` any that needs the database while it is out of reach. Added to every operation
+/// under `/api` rather than repeated in each annotation.
 struct InternalErrors;
 
 impl Modify for InternalErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let response = ResponseBuilder::new()
             .description("`internal`: an unexpected failure; nothing was changed")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                    .build(),
+            )
+            .build();
+        let unavailable = ResponseBuilder::new()
+            .description("`unavailable` (with `Retry-After`): the database is out of reach or did not answer within 5 s; nothing was acknowledged")
             .content(
                 "application/json",
                 ContentBuilder::new()
@@ -230,6 +240,11 @@ impl Modify for InternalErrors {
                     .responses
                     .entry("500".into())
                     .or_insert_with(|| response.clone().into());
+                operation
+                    .responses
+                    .responses
+                    .entry("503".into())
+                    .or_insert_with(|| unavailable.clone().into());
             }
         }
     }

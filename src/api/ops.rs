@@ -24,22 +24,31 @@ struct Health {
     operation_id = "healthz",
     summary = "Health check",
     responses(
-        (status = 200, description = "The database answers", body = Health, example = json!({"status": "ok"})),
-        (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
+        (status = 200, description = "The database answers reads, and the last write succeeded", body = Health, example = json!({"status": "ok"})),
+        (status = 503, description = "`unavailable`: the database does not answer within 2 s, the last write failed, or no write succeeded for 10 s while writes were waiting", body = ErrorBody),
     )
 )]
 async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let health = &state.db.health;
+    if let Some(problem) = health.problem() {
+        // A failed write is reported until a write succeeds; a probe of our own, now and then,
+        // notices the database is back when no client writes.
+        let recovered = health.claim_probe() && state.db.probe_write().await.is_ok();
+        if !recovered {
+            return Err(unavailable(problem));
+        }
+    }
     match state.db.ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
         Err(err) => {
             log::warn!("health check failed: {err}");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the database does not answer",
-            ))
+            Err(unavailable("the database does not answer"))
         }
     }
+}
+
+fn unavailable(why: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
 }
 
 #[utoipa::path(

@@ -26,6 +26,8 @@ use crate::store::persister::{
 const RECENT_KEYS: usize = 256;
 /// Commands queued per family before senders wait (backpressure, not loss).
 const MAILBOX: usize = 1024;
+/// How often a family whose last commit had an unknown outcome tries to reload its state.
+const SUSPECT_RELOAD_EVERY: Duration = Duration::from_millis(500);
 
 /// What every FamilyBoard needs from the application.
 pub type BoardDeps = crate::registry::FamilyDeps<FamilyBoard>;
@@ -106,6 +108,30 @@ pub struct FamilyBoard {
     recent_keys: HashMap<(i64, String), Board>,
     key_order: VecDeque<(i64, String)>,
     last_active: Instant,
+    /// A commit's outcome is unknown (it timed out or lost its connection; it may still land):
+    /// the in-memory state may be behind the database. Reads keep being answered from memory
+    /// (the last acknowledged state), the next command reloads first, and a background reload
+    /// brings the state and the SSE sessions up to date once the database answers.
+    suspect: bool,
+    /// Counts unknown outcomes, so a background reload that started before a newer one does
+    /// not clear `suspect`.
+    suspect_epoch: u64,
+    reload_scheduled: bool,
+}
+
+/// A failed command; `uncertain` when its commit's outcome is unknown.
+struct Failure {
+    error: ApiError,
+    uncertain: bool,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Failure {
+            error,
+            uncertain: false,
+        }
+    }
 }
 
 impl FamilyBoard {
@@ -119,7 +145,69 @@ impl FamilyBoard {
             recent_keys: HashMap::new(),
             key_order: VecDeque::new(),
             last_active: Instant::now(),
+            suspect: false,
+            suspect_epoch: 0,
+            reload_scheduled: false,
         }
+    }
+
+    /// After a commit with an unknown outcome: the database is the truth, reload from it (see
+    /// `suspect`).
+    fn mark_suspect(&mut self, ctx: &mut Context<Self>) {
+        self.suspect = true;
+        self.suspect_epoch += 1;
+        self.schedule_reload(ctx);
+    }
+
+    fn schedule_reload(&mut self, ctx: &mut Context<Self>) {
+        if self.reload_scheduled {
+            return;
+        }
+        self.reload_scheduled = true;
+        ctx.run_later(SUSPECT_RELOAD_EVERY, |act, ctx| {
+            act.reload_scheduled = false;
+            act.reload_suspect(ctx);
+        });
+    }
+
+    /// Reloads a suspect state without holding the mailbox (reads and subscribes keep being
+    /// answered while the database is slow); applied only if no command moved the state past
+    /// what was read and no newer unknown outcome happened meanwhile.
+    fn reload_suspect(&mut self, ctx: &mut Context<Self>) {
+        if !self.suspect {
+            return;
+        }
+        let (db, family_id, epoch) = (self.deps.db.clone(), self.family_id, self.suspect_epoch);
+        ctx.spawn(
+            async move { store::load(&db, family_id).await }
+                .into_actor(self)
+                .map(move |loaded, act, ctx| match loaded {
+                    Ok(loaded) => {
+                        if !act.suspect || act.suspect_epoch != epoch {
+                            return act.schedule_reload(ctx);
+                        }
+                        let current = act.state.as_ref().map(|s| s.version);
+                        // The same version in the database is the same state (version guard).
+                        if current.is_none_or(|v| v <= loaded.version) {
+                            let changed = current != Some(loaded.version);
+                            act.state = Some(loaded);
+                            act.suspect = false;
+                            if changed {
+                                log::info!(
+                                    "family {family_id}: a commit of unknown outcome had landed"
+                                );
+                                act.broadcast();
+                            }
+                        } else {
+                            act.suspect = false;
+                        }
+                    }
+                    Err(err) => {
+                        log::debug!("family {family_id}: reload after unknown outcome: {err}");
+                        act.schedule_reload(ctx);
+                    }
+                }),
+        );
     }
 
     fn snapshot(&self) -> Option<Snapshot> {
@@ -313,7 +401,13 @@ impl Handler<Command> for FamilyBoard {
             };
             return AtomicResponse::new(Box::pin(fut::ready(Ok(snapshot))));
         }
-        let (deps, family_id, state) = (self.deps.clone(), self.family_id, self.state.clone());
+        // A suspect state is reloaded before the command is judged.
+        let state = if self.suspect {
+            None
+        } else {
+            self.state.clone()
+        };
+        let (deps, family_id) = (self.deps.clone(), self.family_id);
         let work = async move {
             let mut loaded = match state {
                 Some(loaded) => loaded,
@@ -351,23 +445,32 @@ impl Handler<Command> for FamilyBoard {
                         log::warn!("family {family_id}: board version conflict, reloading");
                         loaded = store::load(&deps.db, family_id).await?;
                     }
-                    Ok(Err(err)) => return Err(persist_error(err)),
-                    Err(err) => return Err(ApiError::internal(format!("persister: {err}"))),
+                    Ok(Err(err)) => {
+                        return Err(Failure {
+                            uncertain: matches!(err, PersistError::Uncertain),
+                            error: persist_error(err),
+                        });
+                    }
+                    Err(err) => {
+                        return Err(ApiError::internal(format!("persister: {err}")).into());
+                    }
                 }
             }
-            Err(ApiError::conflict(
-                "conflict",
-                "the board kept changing underneath; try again",
-            ))
+            Err(
+                ApiError::conflict("conflict", "the board kept changing underneath; try again")
+                    .into(),
+            )
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            move |result, act, _| match result {
+            move |result, act, ctx| match result {
                 Ok(Outcome::Replayed(board)) => Ok(Snapshot {
                     version: board.version,
                     board: Some(board),
                 }),
                 Ok(Outcome::Changed(loaded, notify)) => {
+                    // Built on a state read (or reloaded) before this command: current.
                     act.state = Some(loaded);
+                    act.suspect = false;
                     act.deps
                         .metrics
                         .board_changes
@@ -384,12 +487,14 @@ impl Handler<Command> for FamilyBoard {
                     }
                     Ok(snapshot)
                 }
-                Err(err) => {
-                    // After a failure the database is the truth: reload on the next command.
-                    if matches!(err, ApiError::Internal(_)) {
+                Err(Failure { error, uncertain }) => {
+                    if uncertain {
+                        act.mark_suspect(ctx);
+                    } else if matches!(error, ApiError::Internal(_)) {
+                        // After a failure the database is the truth: reload on the next command.
                         act.state = None;
                     }
-                    Err(err)
+                    Err(error)
                 }
             },
         )))
@@ -403,7 +508,8 @@ fn persist_error(err: PersistError) -> ApiError {
         PersistError::Conflict => {
             ApiError::conflict("conflict", "the board changed underneath; try again")
         }
-        other => ApiError::internal(other),
+        // Database faults are 503/507, anything else 500 (one mapping: `From<PersistError>`).
+        other => ApiError::from(other),
     }
 }
 

@@ -263,7 +263,16 @@ impl ChatRoom {
                         .collect();
                     return act.recover(group, ctx);
                 }
-                Ok(Err(err)) => act.refuse(keys_of(&rows), &err.to_string()),
+                Ok(Err(err)) => {
+                    if matches!(err, PersistError::Uncertain) {
+                        // The group may still land with these seqs: never hand them out again
+                        // from memory. The next flush (or join) reloads last_seq and the recent
+                        // client ids from the database; a resend of a message that did land is
+                        // then acked with its stored seq.
+                        act.state = None;
+                    }
+                    act.refuse(keys_of(&rows), &err.to_string());
+                }
                 Err(err) => act.refuse(keys_of(&rows), &err.to_string()),
             }
             act.flush(ctx);

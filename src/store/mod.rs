@@ -1,6 +1,7 @@
 //! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
 pub mod checkpoint;
 pub mod entities;
+pub mod fault;
 pub mod persister;
 mod sql;
 
@@ -13,6 +14,7 @@ use sea_orm::{
     Statement,
 };
 
+pub use fault::{DB_TIMEOUT, Fault, WriteHealth, fault_of};
 pub use sql::BatchSql;
 
 use entities::setting;
@@ -26,6 +28,8 @@ pub struct Db {
     pub write: DatabaseConnection,
     pub read: DatabaseConnection,
     pub checkpoint: Option<DatabaseConnection>,
+    /// What the Persister saw of its last commits (`/healthz`).
+    pub health: std::sync::Arc<WriteHealth>,
 }
 
 impl Db {
@@ -54,19 +58,34 @@ impl Db {
                 write,
                 read,
                 checkpoint: Some(checkpoint),
+                health: WriteHealth::new(),
             })
         } else {
             let mut options = ConnectOptions::new(url.to_owned());
             options
                 .max_connections(16)
                 .min_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .sqlx_logging(false);
+                // A pool that cannot hand out a connection (database down, network black-holed)
+                // answers 503 after DB_TIMEOUT instead of holding the request.
+                .acquire_timeout(DB_TIMEOUT)
+                .connect_timeout(DB_TIMEOUT)
+                .sqlx_logging(false)
+                .map_sqlx_postgres_opts(|opts| {
+                    // The server side of the same bound: a statement that runs longer, or a
+                    // transaction whose client went silent, is ended by PostgreSQL itself and
+                    // releases its locks, even when podo's side of the connection is gone.
+                    let ms = DB_TIMEOUT.as_millis().to_string();
+                    opts.options([
+                        ("statement_timeout", ms.as_str()),
+                        ("idle_in_transaction_session_timeout", ms.as_str()),
+                    ])
+                });
             let pool = Database::connect(options).await?;
             Ok(Db {
                 write: pool.clone(),
                 read: pool,
                 checkpoint: None,
+                health: WriteHealth::new(),
             })
         }
     }
@@ -91,11 +110,43 @@ impl Db {
         Migrator::up(&self.write, None).await
     }
 
+    /// Whether the database answers a read within [`HEALTH_TIMEOUT`].
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.read
-            .execute_raw(Statement::from_string(self.backend(), "SELECT 1"))
-            .await
-            .map(|_| ())
+        let ping = self
+            .read
+            .execute_raw(Statement::from_string(self.backend(), "SELECT 1"));
+        match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout,
+            )),
+        }
+    }
+
+    /// A small write on the writer (the `health_probe` setting), within [`HEALTH_TIMEOUT`]; a
+    /// success counts as a successful write for [`WriteHealth`].
+    pub async fn probe_write(&self) -> Result<(), DbErr> {
+        let sql = BatchSql::new(self.backend());
+        let upsert = format!(
+            "INSERT INTO settings (key, value) VALUES ('health_probe', {}) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            sql.placeholder(1)
+        );
+        let write = self.write.execute_raw(Statement::from_sql_and_values(
+            self.backend(),
+            upsert,
+            [chrono::Utc::now().to_rfc3339().into()],
+        ));
+        match tokio::time::timeout(HEALTH_TIMEOUT, write).await {
+            Ok(Ok(_)) => {
+                self.health.succeeded();
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout,
+            )),
+        }
     }
 
     /// Reads a setting, or stores `make()` under `key` if there is none yet. When two processes
@@ -132,6 +183,9 @@ impl Db {
     }
 }
 
+/// How long `/healthz` waits for the database: well inside the 5 s in which it must answer.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `autocheckpoint: false` turns SQLite's automatic WAL checkpoint off on these connections.
 fn sqlite_options(url: &str, connections: u32, autocheckpoint: bool) -> ConnectOptions {
     let mut url = url.to_owned();
@@ -146,7 +200,7 @@ fn sqlite_options(url: &str, connections: u32, autocheckpoint: bool) -> ConnectO
     options
         .max_connections(connections)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(DB_TIMEOUT)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |opts| {
             let opts = opts

@@ -9,6 +9,19 @@
 //! the database is the one the FamilyBoard actor based it on, so a second server process on the
 //! same database can never overwrite a change silently (both sides see [`PersistError::Conflict`]
 //! and reload).
+//!
+//! Faults: a batch whose transaction fails because of the database ([`super::Fault`]: the
+//! connection was lost, the pool timed out, the disk is full) is not committed again apart (each
+//! part would only fail the same way, up to [`DB_TIMEOUT`] each); every waiter gets the fault. A
+//! commit that does not finish within [`DB_TIMEOUT`] is abandoned, and its waiters get
+//! [`PersistError::Uncertain`]: the transaction may still land later (COMMIT may have reached the
+//! server; PostgreSQL ends it by itself after `statement_timeout` /
+//! `idle_in_transaction_session_timeout`), so it is neither acknowledged (only what is known to be
+//! committed is) nor assumed lost. The FamilyBoard and the ChatRoom reload from the database
+//! before they build on it; the board's version guard and the messages' unique (family, seq) and
+//! (family, sender, client id) indexes turn a late landing into a conflict they already recover
+//! from, never into a lost or doubled write. The next batch starts at once: one hung commit holds
+//! the process's writes for at most [`DB_TIMEOUT`].
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -18,8 +31,9 @@ use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
 };
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::{BatchSql, Db};
+use super::{BatchSql, DB_TIMEOUT, Db, Fault, fault_of};
 use crate::metrics::Metrics;
 
 /// The most changes one transaction takes.
@@ -41,6 +55,16 @@ pub enum PersistError {
     MissionLocked,
     #[error("database: {0}")]
     Database(String),
+    /// The database is not available (nothing of the write was applied, or see `Uncertain`).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The commit did not finish within [`DB_TIMEOUT`] or lost its connection on the way: it may
+    /// or may not have been applied. Not acknowledged; the writer must reload before going on.
+    #[error("the commit's outcome is unknown (timed out or connection lost)")]
+    Uncertain,
+    /// The database's disk is full; nothing was applied.
+    #[error("database storage full: {0}")]
+    StorageFull(String),
     #[error("the persister stopped")]
     Stopped,
 }
@@ -138,6 +162,17 @@ enum Write {
 }
 
 impl Write {
+    fn refuse(self, error: PersistError) {
+        match self {
+            Write::Board(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Write::Chat(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
     /// At most one write per (kind, family) in a batch: a family's next write is based on the
     /// previous one's result.
     fn slot(&self) -> (bool, i64) {
@@ -151,8 +186,11 @@ impl Write {
 pub struct Persister {
     db: Db,
     metrics: Arc<Metrics>,
-    queue: Vec<Write>,
+    /// Each write with its deadline: [`DB_TIMEOUT`] after it arrived.
+    queue: Vec<(Instant, Write)>,
     committing: bool,
+    /// Writes in the transaction that is running (for [`super::WriteHealth`]).
+    in_flight: usize,
     /// A WAL checkpoint to run before the next batch (SQLite; see `store::checkpoint`).
     checkpoint: bool,
 }
@@ -169,6 +207,7 @@ impl Persister {
             metrics,
             queue: Vec::new(),
             committing: false,
+            in_flight: 0,
             checkpoint: false,
         }
     }
@@ -203,9 +242,21 @@ impl Persister {
             return;
         }
         if self.queue.is_empty() {
+            self.in_flight = 0;
+            self.db.health.set_waiting(0);
             return;
         }
-        let batch = take_batch(&mut self.queue);
+        let (batch, deadline) = match take_batch(&mut self.queue) {
+            Ok(taken) => taken,
+            Err(Expired) => {
+                self.db.health.failed();
+                return self.kick(ctx);
+            }
+        };
+        self.in_flight = batch.len();
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.committing = true;
         let db = self.db.clone();
         let metrics = self.metrics.clone();
@@ -213,7 +264,7 @@ impl Persister {
             async move {
                 let size = batch.len();
                 let started = std::time::Instant::now();
-                let ok = commit_and_reply(&db, &metrics, batch).await;
+                let ok = commit_and_reply(&db, &metrics, batch, deadline).await;
                 metrics.record_batch(size, started.elapsed(), ok);
             }
             .into_actor(self)
@@ -227,20 +278,37 @@ impl Persister {
 
 /// Takes up to [`MAX_BATCH`] writes, at most one per kind and family (a family's second change is
 /// based on the first's result and must see it committed), leaving the rest queued in order.
-fn take_batch(queue: &mut Vec<Write>) -> Vec<Write> {
+/// Writes that waited past their deadline (behind a commit that hung) are answered `Unavailable`
+/// without being tried: each write is answered within [`DB_TIMEOUT`] of reaching the Persister,
+/// not one timeout per batch ahead of it. Returns the batch and the earliest deadline in it, or
+/// [`Expired`] when every write taken had expired.
+fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Result<(Vec<Write>, Instant), Expired> {
+    let now = Instant::now();
     let mut families = HashSet::new();
     let mut batch = Vec::new();
+    let mut deadline = None::<Instant>;
     let mut rest = Vec::new();
-    for pending in queue.drain(..) {
+    for (due, pending) in queue.drain(..) {
         if batch.len() < MAX_BATCH && families.insert(pending.slot()) {
+            if due <= now {
+                pending.refuse(PersistError::Unavailable(format!(
+                    "waited over {} s for the database",
+                    DB_TIMEOUT.as_secs()
+                )));
+                continue;
+            }
+            deadline = Some(deadline.map_or(due, |d| d.min(due)));
             batch.push(pending);
         } else {
-            rest.push(pending);
+            rest.push((due, pending));
         }
     }
     *queue = rest;
-    batch
+    deadline.map(|deadline| (batch, deadline)).ok_or(Expired)
 }
+
+/// Every write [`take_batch`] took had waited past its deadline.
+struct Expired;
 
 impl Actor for Persister {
     type Context = Context<Self>;
@@ -259,7 +327,11 @@ impl Handler<CommitBoard> for Persister {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Write::Board(change, reply));
+        self.queue
+            .push((Instant::now() + DB_TIMEOUT, Write::Board(change, reply)));
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
@@ -279,14 +351,23 @@ impl Handler<CommitMessages> for Persister {
 
     fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        self.queue.push(Write::Chat(group, reply));
+        self.queue
+            .push((Instant::now() + DB_TIMEOUT, Write::Chat(group, reply)));
+        self.db
+            .health
+            .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
     }
 }
 
 /// Commits a batch and answers every waiter. Returns whether every write committed.
-async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool {
+async fn commit_and_reply(
+    db: &Db,
+    metrics: &Metrics,
+    batch: Vec<Write>,
+    deadline: Instant,
+) -> bool {
     let mut changes = Vec::new();
     let mut board_replies = Vec::new();
     let mut groups = Vec::new();
@@ -305,14 +386,39 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
     }
     let change_refs: Vec<&BoardChange> = changes.iter().collect();
     let group_refs: Vec<&CommitMessages> = groups.iter().collect();
-    let (board_results, chat_results) = match commit(db, &change_refs, &group_refs).await {
-        Ok(results) => (results, vec![Ok(()); groups.len()]),
-        Err(failure) => commit_apart(db, &changes, &groups, failure).await,
-    };
+    let (board_results, chat_results) =
+        match timed_commit(db, &change_refs, &group_refs, deadline).await {
+            Ok(results) => (results, vec![Ok(()); groups.len()]),
+            Err(failure) => match failure.fault_error() {
+                Some(error) => {
+                    log::warn!(
+                        "commit of {} board changes and {} message groups failed: {error}",
+                        changes.len(),
+                        groups.len()
+                    );
+                    (
+                        vec![Err(error.clone()); changes.len()],
+                        vec![Err(error); groups.len()],
+                    )
+                }
+                None => commit_apart(db, &changes, &groups, failure, deadline).await,
+            },
+        };
+    let faulted = board_results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .chain(chat_results.iter().filter_map(|r| r.as_ref().err()))
+        .any(PersistError::is_fault);
+    if faulted {
+        db.health.failed();
+    } else {
+        db.health.succeeded();
+    }
     let ok = board_results
         .iter()
         .all(|r| !matches!(r, Err(PersistError::Conflict | PersistError::Database(_))))
-        && chat_results.iter().all(Result::is_ok);
+        && chat_results.iter().all(Result::is_ok)
+        && !faulted;
     let messages: usize = groups
         .iter()
         .zip(&chat_results)
@@ -332,6 +438,38 @@ async fn commit_and_reply(db: &Db, metrics: &Metrics, batch: Vec<Write>) -> bool
     ok
 }
 
+impl PersistError {
+    /// A failure of the database, not of the write.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            PersistError::Unavailable(_) | PersistError::Uncertain | PersistError::StorageFull(_)
+        )
+    }
+}
+
+/// [`commit`] bounded by the batch's deadline (at most [`DB_TIMEOUT`]). On the timeout the transaction's future is dropped: its
+/// connection goes back to the pool through sqlx's release check (a rollback and a ping), or is
+/// closed.
+async fn timed_commit(
+    db: &Db,
+    changes: &[&BoardChange],
+    groups: &[&CommitMessages],
+    deadline: Instant,
+) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
+    match tokio::time::timeout_at(deadline, commit(db, changes, groups)).await {
+        Ok(result) => result,
+        Err(_) => {
+            log::error!(
+                "commit of {} board changes and {} message groups timed out; outcome unknown",
+                changes.len(),
+                groups.len()
+            );
+            Err(BatchFailure::TimedOut)
+        }
+    }
+}
+
 /// One write of a batch: a board change or a family's group of messages.
 #[derive(Clone, Copy)]
 enum Unit {
@@ -349,6 +487,7 @@ async fn commit_apart(
     changes: &[BoardChange],
     groups: &[CommitMessages],
     failure: BatchFailure,
+    deadline: Instant,
 ) -> (
     Vec<Result<Committed, PersistError>>,
     Vec<Result<(), PersistError>>,
@@ -383,7 +522,7 @@ async fn commit_apart(
                     board_part.iter().map(|&i| &changes[i]).collect();
                 let group_refs: Vec<&CommitMessages> =
                     chat_part.iter().map(|&i| &groups[i]).collect();
-                match commit(db, &change_refs, &group_refs).await {
+                match timed_commit(db, &change_refs, &group_refs, deadline).await {
                     Ok(results) => {
                         for (i, result) in board_part.into_iter().zip(results) {
                             board[i] = result;
@@ -393,7 +532,21 @@ async fn commit_apart(
                         }
                         continue;
                     }
-                    Err(failure) => failure.into_error(),
+                    Err(failure) => match failure.fault_error() {
+                        // The database itself failed meanwhile: splitting further would only
+                        // fail the same way. Everything not yet committed gets the fault.
+                        Some(error) => {
+                            let rest = todo.drain(..).flat_map(|(units, _)| units);
+                            for unit in units.iter().copied().chain(rest) {
+                                match unit {
+                                    Unit::Board(i) => board[i] = Err(error.clone()),
+                                    Unit::Chat(i) => chat[i] = Err(error.clone()),
+                                }
+                            }
+                            break;
+                        }
+                        None => failure.into_error(),
+                    },
                 }
             }
         };
@@ -426,13 +579,36 @@ async fn commit_apart(
 enum BatchFailure {
     Conflict,
     Database(DbErr),
+    /// The commit did not finish within [`DB_TIMEOUT`].
+    TimedOut,
 }
 
 impl BatchFailure {
+    /// The error for every write of the batch when the database failed rather than a write.
+    fn fault_error(&self) -> Option<PersistError> {
+        match self {
+            BatchFailure::Conflict => None,
+            BatchFailure::TimedOut => Some(PersistError::Uncertain),
+            BatchFailure::Database(err) => match fault_of(err)? {
+                Fault::StorageFull => Some(PersistError::StorageFull(err.to_string())),
+                // No connection was had: nothing was sent, nothing applied.
+                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => {
+                    Some(PersistError::Unavailable(err.to_string()))
+                }
+                // The connection failed on the way: perhaps during COMMIT.
+                Fault::Unavailable => Some(PersistError::Uncertain),
+            },
+        }
+    }
+
     fn into_error(self) -> PersistError {
+        if let Some(error) = self.fault_error() {
+            return error;
+        }
         match self {
             BatchFailure::Conflict => PersistError::Conflict,
             BatchFailure::Database(err) => PersistError::Database(err.to_string()),
+            BatchFailure::TimedOut => PersistError::Uncertain,
         }
     }
 }

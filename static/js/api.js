@@ -31,6 +31,7 @@ const MESSAGES = {
   internal: '서버에 문제가 생겼어요. 잠시 후 다시 시도해 주세요.',
   busy: '지금 사용하는 사람이 많아요. 잠시 후 다시 시도해 주세요.',
   unavailable: '서버를 잠시 사용할 수 없어요. 잠시 후 다시 시도해 주세요.',
+  storage_full: '서버의 저장 공간이 가득 찼어요. 잠시 후 다시 시도해 주세요.',
   conflict: '다른 곳에서 먼저 바뀌었어요. 다시 시도해 주세요.',
   // Accounts and pairing
   login_taken: '이미 사용 중인 아이디예요.',

@@ -17,13 +17,15 @@ pub struct TestApp {
     pub base: String,
     pub config: Config,
     pub client: awc::Client,
+    /// The server's database handles (tests that reach under the API, such as a full disk).
+    pub db: podo::store::Db,
     stopper: Stopper,
     _dir: tempfile::TempDir,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-async fn fresh_database_url(dir: &tempfile::TempDir) -> String {
+pub async fn fresh_database_url(dir: &tempfile::TempDir) -> String {
     match std::env::var("PODO_TEST_PG") {
         Ok(admin_url) if !admin_url.is_empty() => {
             let name = format!(
@@ -59,10 +61,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(fresh_database_url(&dir).await);
     config.jwt_secret = Some(JWT_SECRET.into());
     adjust(&mut config);
-    let (base, stopper) = start(&config).await;
+    let (base, stopper, db) = start(&config).await;
     TestApp {
         base,
         config,
+        db,
         client: awc::Client::builder()
             // No pool cap: tests hold hundreds of streams open at once.
             .connector(awc::Connector::new().limit(0))
@@ -73,14 +76,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
-async fn start(config: &Config) -> (String, Stopper) {
+async fn start(config: &Config) -> (String, Stopper, podo::store::Db) {
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
     let base = format!("http://{}", app.address());
     let stopper = app.stopper();
+    let db = app.state().db.clone();
     actix_web::rt::spawn(app.run_until_stopped());
-    (base, stopper)
+    (base, stopper, db)
 }
 
 /// A parent and a child paired into one family.
@@ -105,9 +109,10 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same database.
     pub async fn restart(&mut self) {
         self.stopper.stop().await;
-        let (base, stopper) = start(&self.config).await;
+        let (base, stopper, db) = start(&self.config).await;
         self.base = base;
         self.stopper = stopper;
+        self.db = db;
     }
 
     pub async fn request(

@@ -5,6 +5,9 @@ mod chat;
 mod errors;
 #[path = "../support/fake_fcm.rs"]
 mod fake_fcm;
+#[path = "../support/fault_proxy.rs"]
+mod fault_proxy;
+mod faults;
 mod fcm;
 mod helpers;
 mod limits_auth;
