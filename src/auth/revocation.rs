@@ -44,6 +44,10 @@ pub struct Revocations {
     cursor: tokio::sync::Mutex<Cursor>,
 }
 
+/// How long a request may wait for the refresh it triggered (a healthy one takes about a
+/// millisecond; an unreachable database must not add its 5 s to every request).
+const REFRESH_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl Revocations {
     /// Reads every revocation that has not expired yet.
     pub async fn load(db: Db) -> Result<Revocations, sea_orm::DbErr> {
@@ -72,11 +76,27 @@ impl Revocations {
     }
 
     /// Whether the token `id` was revoked here or (up to [`REFRESH_INTERVAL`] ago) anywhere.
+    /// While the database is out of reach, what is known is used: every revocation made by this
+    /// process, and those of other processes up to the last refresh that worked. (Refusing every
+    /// request instead would turn a database outage into an outage of reads that need no
+    /// database.)
     pub async fn is_revoked(&self, id: &str) -> Result<bool, ApiError> {
         if self.revoked.contains_key(id) {
             return Ok(true);
         }
-        self.refresh_if_stale().await?;
+        match tokio::time::timeout(REFRESH_TIMEOUT, self.refresh_if_stale()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                log::warn!("token revocations not refreshed ({err}); using what is known")
+            }
+            Err(_) => {
+                self.refreshed_ms
+                    .store(self.elapsed_ms(), Ordering::Release);
+                log::warn!(
+                    "token revocations not refreshed within {REFRESH_TIMEOUT:?}; using what is known"
+                );
+            }
+        }
         Ok(self.revoked.contains_key(id))
     }
 
@@ -89,16 +109,28 @@ impl Revocations {
         if self.elapsed_ms() < self.refreshed_ms.load(Ordering::Acquire) + interval {
             return Ok(());
         }
-        // One refresh at a time; those who waited find it fresh.
-        let mut cursor = self.cursor.lock().await;
+        // One refresh at a time; a request that finds one under way uses what is known rather
+        // than wait for it (a refresh that hangs must not hold every request).
+        let Ok(mut cursor) = self.cursor.try_lock() else {
+            return Ok(());
+        };
         if self.elapsed_ms() < self.refreshed_ms.load(Ordering::Acquire) + interval {
             return Ok(());
         }
-        let rows = revoked_token::Entity::find()
+        let read = revoked_token::Entity::find()
             .filter(revoked_token::Column::Id.gt(cursor.newest_id - REREAD_ROWS))
             .order_by_asc(revoked_token::Column::Id)
             .all(&self.db.read)
-            .await?;
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(err) => {
+                // Try again one interval later, not on every request.
+                self.refreshed_ms
+                    .store(self.elapsed_ms(), Ordering::Release);
+                return Err(err.into());
+            }
+        };
         for row in rows {
             cursor.newest_id = cursor.newest_id.max(row.id);
             self.remember(row.jti, row.expires_at);
