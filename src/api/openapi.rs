@@ -206,24 +206,10 @@ struct InternalErrors;
 
 impl Modify for InternalErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let response = ResponseBuilder::new()
-            .description("`internal`: an unexpected failure; nothing was changed")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                    .build(),
-            )
-            .build();
-        let unavailable = ResponseBuilder::new()
-            .description("`unavailable` (with `Retry-After`): the database is out of reach or did not answer within 5 s; nothing was acknowledged")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                    .build(),
-            )
-            .build();
+        let response = error_response("`internal`: an unexpected failure; nothing was changed");
+        let unavailable = error_response(
+            "`unavailable` (with `Retry-After`): the database is out of reach or did not answer within 5 s; nothing was acknowledged",
+        );
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/api/") || path == "/api/openapi.json" {
                 continue;
@@ -250,21 +236,26 @@ impl Modify for InternalErrors {
     }
 }
 
+/// A response with the API's error body.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build(),
+        )
+        .build()
+}
+
 /// Every operation that takes a body can answer 422 `validation_failed` (JSON of the wrong shape,
 /// a value out of range, U+0000 in a string); added where an annotation does not list it.
 struct ValidationErrors;
 
 impl Modify for ValidationErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let response = ResponseBuilder::new()
-            .description("`validation_failed`, with `fields`")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
-                    .build(),
-            )
-            .build();
+        let response = error_response("`validation_failed`, with `fields`");
         for item in openapi.paths.paths.values_mut() {
             let operations: [&mut Option<Operation>; 3] =
                 [&mut item.post, &mut item.patch, &mut item.delete];
