@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::push::endpoint::EndpointPolicy;
 use crate::push::fcm::Fcm;
 use crate::push::{Push, PushDispatcher, PushSettings, VapidKeys};
+use crate::state::AppState;
 use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::persister::Persister;
@@ -32,40 +33,6 @@ use crate::store::persister::Persister;
 pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle keep-alive connection is closed after this long.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
-
-/// Shared by every handler.
-pub struct AppState {
-    pub config: Config,
-    pub db: Db,
-    pub tokens: TokenKeys,
-    pub members: MemberCache,
-    /// Revoked tokens (logout), in memory and in the database.
-    pub revocations: Revocations,
-    /// argon2id, at most one hash per core at a time.
-    pub hasher: HashPool,
-    /// Failed logins per case-folded login: 10 in 15 minutes.
-    pub login_throttle: FailureThrottle<String>,
-    /// Failed logins per client address: 100 in 15 minutes.
-    pub login_address_throttle: FailureThrottle<std::net::IpAddr>,
-    /// Failed joins per user: 10 in 10 minutes.
-    pub join_throttle: FailureThrottle<i64>,
-    /// Failed joins per client address: 100 in 10 minutes.
-    pub join_address_throttle: FailureThrottle<std::net::IpAddr>,
-    /// Open SSE streams per user.
-    pub sse_slots: SessionSlots,
-    /// Open chat sockets per user.
-    pub chat_slots: SessionSlots,
-    pub metrics: Arc<Metrics>,
-    /// family id -> FamilyBoard actor.
-    pub boards: BoardRegistry,
-    /// family id -> ChatRoom actor.
-    pub chats: ChatRegistry,
-    pub chat_deps: ChatDeps,
-    pub vapid: VapidKeys,
-    pub push: Push,
-    /// The calendar's time zone (`PODO_TIMEZONE`).
-    pub timezone: chrono_tz::Tz,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -127,8 +94,14 @@ impl Application {
         };
         let persister = Persister::new(db.clone(), metrics.clone()).start();
         if let Some(conn) = db.checkpoint.clone() {
-            let page_size = crate::store::checkpoint::page_size(&conn).await?;
-            Checkpointer::new(conn, page_size, persister.clone(), metrics.clone()).start();
+            let page_size = crate::store::sqlite::page_size(&conn).await?;
+            Checkpointer::new(
+                conn,
+                page_size,
+                persister.clone().recipient(),
+                metrics.clone(),
+            )
+            .start();
         }
         let vapid = VapidKeys::load_or_create(&db).await?;
         if config.push_allow_private {
@@ -162,6 +135,7 @@ impl Application {
             timing: config.timing.clone(),
             actors: board_actors.clone(),
             push: push.clone(),
+            bus: None,
         };
         let boards = BoardRegistry::new(board_actors, move |family_id| {
             FamilyBoard::new(family_id, board_deps.clone())
@@ -174,6 +148,7 @@ impl Application {
             timing: config.timing.clone(),
             actors: chat_actors.clone(),
             push: push.clone(),
+            bus: None,
         };
         let room_deps = chat_deps.clone();
         let chats = ChatRegistry::new(chat_actors, move |family_id| {
@@ -201,7 +176,6 @@ impl Application {
             metrics,
             boards,
             chats,
-            chat_deps,
             vapid,
             push,
             timezone,
@@ -225,7 +199,7 @@ impl Application {
                 .app_data(api::extract::payload_config())
                 .app_data(api::extract::path_config())
                 .app_data(api::extract::query_config())
-                .wrap(ErrorHandlers::new().default_handler(api::extract::json_error_body))
+                .wrap(ErrorHandlers::new().default_handler(api::fallback::json_error_body))
                 .wrap(actix_web::middleware::from_fn(
                     api::headers::security_headers,
                 ))
@@ -250,12 +224,9 @@ impl Application {
         self.address
     }
 
-    pub fn port(&self) -> u16 {
-        self.address.port()
-    }
-
-    pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
+    /// The application's database (tests read and arrange data through it).
+    pub fn db(&self) -> Db {
+        self.state.db.clone()
     }
 
     pub fn stopper(&self) -> Stopper {

@@ -6,20 +6,187 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::store::persister::PersistError;
-use crate::store::{Fault, fault_of};
+use crate::board::BoardError;
+use crate::store::{Fault, StoreError, fault_of};
 
 /// `Retry-After` of 503 `unavailable`: a database that is back is used again at once.
 pub const UNAVAILABLE_RETRY_SECS: u64 = 1;
 /// `Retry-After` of 507 `storage_full`: space comes back by hand, not within a second.
 pub const STORAGE_FULL_RETRY_SECS: u64 = 30;
 
+/// Every `error` code of the API (HTTP bodies and chat `error` frames): the OpenAPI schema of
+/// `error`, and what the web client's message table is tested against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// a field is invalid (`fields` says which and why)
+    ValidationFailed,
+    /// the body is not JSON
+    InvalidJson,
+    /// a body that is not `application/json`
+    UnsupportedMediaType,
+    /// a request the framework could not read
+    BadRequest,
+    /// the path exists, the method does not (`Allow` lists the methods)
+    MethodNotAllowed,
+    /// the body is over its limit
+    PayloadTooLarge,
+    /// the request did not arrive in time
+    RequestTimeout,
+    /// no valid token
+    Unauthorized,
+    /// wrong login or password
+    InvalidCredentials,
+    /// the other role's action
+    ForbiddenRole,
+    /// not paired yet
+    NotInFamily,
+    /// no such resource (or not the family's)
+    NotFound,
+    /// unknown, used or expired invite code
+    InviteNotFound,
+    /// the login exists (ignoring case)
+    LoginTaken,
+    /// already in a family
+    AlreadyPaired,
+    /// the wish is on a board or given
+    WishLocked,
+    /// a board is already active
+    BoardExists,
+    /// the wish cannot be a board's gift
+    WishNotAvailable,
+    /// no active board
+    NoBoard,
+    /// that many grapes do not fit
+    BoardFull,
+    /// no granted grape to attach
+    NothingToAttach,
+    /// the mission cannot change in its status
+    MissionLocked,
+    /// another server changed the board meanwhile
+    Conflict,
+    /// throttled (`Retry-After`)
+    TooManyRequests,
+    /// the user has too many streams or sockets open
+    TooManySessions,
+    /// the server is at capacity for this work (`Retry-After`)
+    Busy,
+    /// the database is not available; nothing was stored (`Retry-After`)
+    Unavailable,
+    /// the database's disk is full; nothing was stored
+    StorageFull,
+    /// a bug
+    Internal,
+    /// chat: a frame that is not a known JSON frame
+    InvalidFrame,
+    /// chat: U+0000 in `text` or `client_id`
+    InvalidText,
+    /// chat: `client_id` missing or over 64 characters
+    InvalidClientId,
+    /// chat: blank text
+    TextEmpty,
+    /// chat: text over 1,000 characters
+    TextTooLong,
+    /// chat: the message could not be stored; send it again
+    NotStored,
+    /// chat: too many unanswered sends
+    TooManyPending,
+}
+
+impl ErrorCode {
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::ValidationFailed,
+        ErrorCode::InvalidJson,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::BadRequest,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::ForbiddenRole,
+        ErrorCode::NotInFamily,
+        ErrorCode::NotFound,
+        ErrorCode::InviteNotFound,
+        ErrorCode::LoginTaken,
+        ErrorCode::AlreadyPaired,
+        ErrorCode::WishLocked,
+        ErrorCode::BoardExists,
+        ErrorCode::WishNotAvailable,
+        ErrorCode::NoBoard,
+        ErrorCode::BoardFull,
+        ErrorCode::NothingToAttach,
+        ErrorCode::MissionLocked,
+        ErrorCode::Conflict,
+        ErrorCode::TooManyRequests,
+        ErrorCode::TooManySessions,
+        ErrorCode::Busy,
+        ErrorCode::Unavailable,
+        ErrorCode::StorageFull,
+        ErrorCode::Internal,
+        ErrorCode::InvalidFrame,
+        ErrorCode::InvalidText,
+        ErrorCode::InvalidClientId,
+        ErrorCode::TextEmpty,
+        ErrorCode::TextTooLong,
+        ErrorCode::NotStored,
+        ErrorCode::TooManyPending,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::ForbiddenRole => "forbidden_role",
+            ErrorCode::NotInFamily => "not_in_family",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InviteNotFound => "invite_not_found",
+            ErrorCode::LoginTaken => "login_taken",
+            ErrorCode::AlreadyPaired => "already_paired",
+            ErrorCode::WishLocked => "wish_locked",
+            ErrorCode::BoardExists => "board_exists",
+            ErrorCode::WishNotAvailable => "wish_not_available",
+            ErrorCode::NoBoard => "no_board",
+            ErrorCode::BoardFull => "board_full",
+            ErrorCode::NothingToAttach => "nothing_to_attach",
+            ErrorCode::MissionLocked => "mission_locked",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::TooManySessions => "too_many_sessions",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidFrame => "invalid_frame",
+            ErrorCode::InvalidText => "invalid_text",
+            ErrorCode::InvalidClientId => "invalid_client_id",
+            ErrorCode::TextEmpty => "text_empty",
+            ErrorCode::TextTooLong => "text_too_long",
+            ErrorCode::NotStored => "not_stored",
+            ErrorCode::TooManyPending => "too_many_pending",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
     Status {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     #[error("some fields are invalid")]
@@ -31,7 +198,7 @@ pub enum ApiError {
     #[error("{message}")]
     RetryLater {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         retry_after_secs: u64,
     },
@@ -46,9 +213,8 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 pub struct ErrorBody<'a> {
-    /// A snake_case code such as `unauthorized`, `not_found` or `validation_failed`.
-    #[schema(example = "validation_failed")]
-    error: &'a str,
+    /// What went wrong, for programs (the `message` is for people).
+    error: ErrorCode,
     /// Human text.
     #[schema(example = "some fields are invalid")]
     message: String,
@@ -59,33 +225,33 @@ pub struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Status {
             status,
             code,
             message: message.into(),
         }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
     pub fn forbidden_role(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden_role", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::ForbiddenRole, message)
     }
     pub fn not_in_family() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "not_in_family",
+            ErrorCode::NotInFamily,
             "you are not paired with a family yet",
         )
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
     pub fn invalid_field(field: &'static str, reason: impl Into<String>) -> Self {
@@ -95,7 +261,7 @@ impl ApiError {
     pub fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError::RetryLater {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "busy",
+            code: ErrorCode::Busy,
             message: message.into(),
             retry_after_secs,
         }
@@ -106,7 +272,7 @@ impl ApiError {
         log::warn!("database unavailable: {context}");
         ApiError::RetryLater {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unavailable",
+            code: ErrorCode::Unavailable,
             message: "the database is not available; nothing was stored, try again shortly".into(),
             retry_after_secs: UNAVAILABLE_RETRY_SECS,
         }
@@ -116,7 +282,7 @@ impl ApiError {
         log::error!("database storage full: {context}");
         ApiError::RetryLater {
             status: StatusCode::INSUFFICIENT_STORAGE,
-            code: "storage_full",
+            code: ErrorCode::StorageFull,
             message: "the server's storage is full; nothing was stored, try again later".into(),
             retry_after_secs: STORAGE_FULL_RETRY_SECS,
         }
@@ -134,14 +300,14 @@ impl ApiError {
         ApiError::Internal(context.to_string())
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Status { code, .. } => code,
-            ApiError::Validation(_) => "validation_failed",
-            ApiError::TooManyRequests { .. } => "too_many_requests",
-            ApiError::RetryLater { code, .. } => code,
-            ApiError::RequestTimeout { .. } => "request_timeout",
-            ApiError::Internal(_) => "internal",
+            ApiError::Status { code, .. } => *code,
+            ApiError::Validation(_) => ErrorCode::ValidationFailed,
+            ApiError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
+            ApiError::RetryLater { code, .. } => *code,
+            ApiError::RequestTimeout { .. } => ErrorCode::RequestTimeout,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -152,17 +318,41 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
-impl From<PersistError> for ApiError {
-    /// The Persister's database failures; the write-specific refusals (`Conflict`,
-    /// `WishNotAvailable`, `MissionLocked`) are answered by the FamilyBoard before this.
-    fn from(err: PersistError) -> Self {
+impl From<StoreError> for ApiError {
+    /// The database failed: 503/507; anything else of the store is a bug (500).
+    fn from(err: StoreError) -> Self {
         match err {
-            PersistError::Unavailable(context) => ApiError::unavailable(context),
-            PersistError::Uncertain => {
+            StoreError::Unavailable(context) => ApiError::unavailable(context),
+            StoreError::Uncertain => {
                 ApiError::unavailable("the commit did not finish in time; outcome unknown")
             }
-            PersistError::StorageFull(context) => ApiError::storage_full(context),
-            other => ApiError::Internal(other.to_string()),
+            StoreError::StorageFull(context) => ApiError::storage_full(context),
+            other @ (StoreError::Database(_) | StoreError::Stopped) => {
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<BoardError> for ApiError {
+    fn from(err: BoardError) -> Self {
+        let message = err.to_string();
+        let conflict = |code| ApiError::conflict(code, message.clone());
+        match err {
+            BoardError::NoSuchWish | BoardError::NoSuchMission => ApiError::not_found(message),
+            BoardError::NoBoard => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NoBoard, message)
+            }
+            BoardError::NoBoardForReward => conflict(ErrorCode::NoBoard),
+            BoardError::BoardExists => conflict(ErrorCode::BoardExists),
+            BoardError::WishNotAvailable => conflict(ErrorCode::WishNotAvailable),
+            BoardError::MissionLocked => conflict(ErrorCode::MissionLocked),
+            BoardError::BoardFull => conflict(ErrorCode::BoardFull),
+            BoardError::NothingToAttach => conflict(ErrorCode::NothingToAttach),
+            BoardError::Conflict => conflict(ErrorCode::Conflict),
+            BoardError::InvalidField { field, reason } => ApiError::invalid_field(field, reason),
+            BoardError::Store(err) => err.into(),
+            BoardError::Internal(context) => ApiError::Internal(context),
         }
     }
 }

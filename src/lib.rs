@@ -7,10 +7,14 @@ pub mod board;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod metrics;
 pub mod model;
 pub mod push;
+pub mod recent;
 pub mod registry;
+pub mod state;
+pub mod status;
 pub mod store;
 
 pub use app::Application;

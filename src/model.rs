@@ -2,6 +2,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
+use crate::status::WishStatus;
 use crate::store::entities::{user, wish};
 
 /// Now, truncated to the millisecond so what is stored is exactly what clients see.
@@ -93,8 +94,7 @@ pub struct Wish {
     pub link: Option<String>,
     #[schema(required = true, format = "uri")]
     pub image_url: Option<String>,
-    #[schema(value_type = crate::api::openapi::WishStatus)]
-    pub status: String,
+    pub status: WishStatus,
     #[serde(serialize_with = "ts::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "ts::option::serialize")]

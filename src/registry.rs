@@ -5,7 +5,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::config::Timing;
-use crate::error::ApiError;
+use crate::fanout::Bus;
 use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::store::Db;
@@ -21,7 +21,16 @@ pub struct FamilyDeps<A: Actor> {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub push: Push,
+    /// The other nodes (cluster mode); `None` on a single node.
+    pub bus: Option<Arc<dyn Bus>>,
     pub actors: Actors<A>,
+}
+
+/// The family's actor could not be reached: it stopped again and again, or its mailbox timed out.
+#[derive(Debug, thiserror::Error)]
+#[error("family {family_id}: actor unavailable")]
+pub struct ActorGone {
+    pub family_id: i64,
 }
 
 // Not derived: a derive would demand `A: Clone`, and actors are not.
@@ -33,6 +42,7 @@ impl<A: Actor> Clone for FamilyDeps<A> {
             metrics: self.metrics.clone(),
             timing: self.timing.clone(),
             push: self.push.clone(),
+            bus: self.bus.clone(),
             actors: self.actors.clone(),
         }
     }
@@ -53,20 +63,11 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
         }
     }
 
-    pub fn actors(&self) -> &Actors<A> {
-        &self.actors
-    }
-
     pub fn addr(&self, family_id: i64) -> Addr<A> {
         self.actors
             .entry(family_id)
             .or_insert_with(|| (self.make)(family_id).start())
             .clone()
-    }
-
-    /// The family's actor if it is running.
-    pub fn running(&self, family_id: i64) -> Option<Addr<A>> {
-        self.actors.get(&family_id).map(|a| a.clone())
     }
 
     /// Sends `msg` to every running actor.
@@ -83,9 +84,10 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
 
     /// Sends `msg` to the family's actor, starting one if needed. An actor that stopped (idle)
     /// before it took the message is replaced and the message sent again: it was never handled.
-    pub async fn send<M, R>(&self, family_id: i64, msg: M) -> Result<R, ApiError>
+    pub async fn send<M, R, E>(&self, family_id: i64, msg: M) -> Result<R, E>
     where
-        M: Message<Result = Result<R, ApiError>> + Clone + Send + 'static,
+        M: Message<Result = Result<R, E>> + Clone + Send + 'static,
+        E: From<ActorGone> + Send + 'static,
         R: Send + 'static,
         A: Handler<M>,
         A::Context: actix::dev::ToEnvelope<A, M>,
@@ -100,9 +102,7 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
                 Err(MailboxError::Timeout) => break,
             }
         }
-        Err(ApiError::internal(format!(
-            "family {family_id}: actor unavailable"
-        )))
+        Err(ActorGone { family_id }.into())
     }
 }
 

@@ -3,15 +3,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, SqlErr};
 use serde::{Deserialize, Serialize};
 
-use super::char_len;
 use super::extract::{JsonBody, OptionalJsonBody};
-use crate::app::AppState;
+use super::family::load_family;
+use super::fields::char_len;
+use super::identity::{AuthToken, AuthUser, client_ip};
 use crate::auth::throttle::too_many;
-use crate::auth::{AuthToken, AuthUser, client_ip};
-use crate::error::{ApiError, ErrorBody, FieldErrors};
+use crate::error::{ApiError, ErrorBody, ErrorCode, FieldErrors};
 use crate::model::{self, Family, Role, User, ts};
-use crate::store::Db;
-use crate::store::entities::{family, user};
+use crate::state::AppState;
+use crate::store::entities::user;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/signup", web::post().to(signup))
@@ -102,7 +102,7 @@ async fn signup(
     .await
     .map_err(|err| match err.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(_)) => {
-            ApiError::conflict("login_taken", "this login is already taken")
+            ApiError::conflict(ErrorCode::LoginTaken, "this login is already taken")
         }
         _ => err.into(),
     })?;
@@ -127,7 +127,7 @@ struct LoginResponse {
 fn invalid_credentials() -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
+        ErrorCode::InvalidCredentials,
         "wrong login or password",
     )
 }
@@ -268,28 +268,4 @@ async fn me(
         user: User::from(&user),
         family,
     }))
-}
-
-/// A family with both members.
-pub async fn load_family(db: &Db, family_id: i64) -> Result<Family, ApiError> {
-    let row = family::Entity::find_by_id(family_id)
-        .one(&db.read)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("family {family_id} missing")))?;
-    let users = user::Entity::find()
-        .filter(user::Column::Id.is_in([row.parent_id, row.child_id]))
-        .all(&db.read)
-        .await?;
-    let find = |id: i64| {
-        users
-            .iter()
-            .find(|u| u.id == id)
-            .map(User::from)
-            .ok_or_else(|| ApiError::internal(format!("member {id} of family {family_id} missing")))
-    };
-    Ok(Family {
-        id: row.id,
-        parent: find(row.parent_id)?,
-        child: find(row.child_id)?,
-    })
 }

@@ -3,16 +3,17 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::char_len;
 use super::extract::{JsonBody, OptionalJsonBody};
-use crate::app::AppState;
+use super::fields::char_len;
+use super::identity::{AuthUser, StreamAuthUser};
 use crate::auth::sessions::SessionLease;
-use crate::auth::{AuthUser, StreamAuthUser};
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
 use crate::board::sse::SseSession;
 use crate::board::{Board, Command, GetBoard, Snapshot, Subscribe};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{Role, ts};
+use crate::state::AppState;
+use crate::status::HistoryKind;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/board", web::get().to(get))
@@ -255,8 +256,7 @@ struct HistoryEvent {
     /// The ledger row id (ascending in commit order).
     seq: i64,
     board_id: i64,
-    #[schema(value_type = super::openapi::HistoryKind)]
-    kind: String,
+    kind: HistoryKind,
     /// `created`: the board size; `granted`: grapes granted; `attached`: 1; else 0.
     count: i32,
     by_user_id: i64,
@@ -353,9 +353,14 @@ async fn events(
     let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
     // The body exists before the FamilyBoard knows the session: if subscribing fails, dropping
     // the body ends the session.
-    let (session, body) = SseSession::start(state.metrics.clone(), state.config.timing.sse_ping());
+    let (session_id, session, body) =
+        SseSession::start(state.metrics.clone(), state.config.timing.sse_ping());
     let body = futures_util::StreamExt::take_until(body, lease);
-    state.boards.send(family_id, Subscribe { session }).await?;
+    let subscribe = Subscribe {
+        session_id,
+        session: session.recipient(),
+    };
+    state.boards.send(family_id, subscribe).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

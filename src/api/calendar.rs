@@ -8,10 +8,11 @@ use chrono_tz::Tz;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 
-use super::missions::parse_date;
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use super::fields::parse_date;
+use super::identity::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::status::{MissionStatus, WishStatus};
 use crate::store::entities::{family, mission, wish};
 
 /// The longest range one request may cover, counting both ends.
@@ -144,7 +145,7 @@ async fn calendar(
         }
         if let Some(at) = m
             .decided_at
-            .filter(|at| m.status == "approved" && (start..end).contains(at))
+            .filter(|at| m.status == MissionStatus::Approved && (start..end).contains(at))
         {
             day(&mut days, local_day(at)).missions_approved.push(m.id);
         }
@@ -155,7 +156,7 @@ async fn calendar(
     {
         let given = wish::Entity::find()
             .filter(wish::Column::ChildId.eq(family.child_id))
-            .filter(wish::Column::Status.eq("given"))
+            .filter(wish::Column::Status.eq(WishStatus::Given))
             .all(&state.db.read)
             .await?;
         for w in given {

@@ -2,13 +2,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use super::identity::{AuthUser, StreamAuthUser};
 use crate::auth::sessions::SessionLease;
-use crate::auth::{AuthUser, StreamAuthUser};
-use crate::chat::WsSession;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
+use crate::chat::session::{SessionDeps, WsSession};
 use crate::chat::store::{self, Page};
 use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/ws", web::get().to(websocket))
@@ -35,7 +35,11 @@ async fn websocket(
         member.id,
         family_id,
         room,
-        state.chat_deps.clone(),
+        SessionDeps {
+            db: state.db.clone(),
+            metrics: state.metrics.clone(),
+            timing: state.config.timing.clone(),
+        },
         ws,
         incoming.max_frame_size(MAX_FRAME_BYTES),
         lease,

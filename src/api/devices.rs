@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::extract::JsonBody;
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use super::identity::AuthUser;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model::{self, ts};
+use crate::state::AppState;
 use crate::store::entities::push_device;
 
 /// Devices one user keeps; a new one past this replaces their oldest (as with web

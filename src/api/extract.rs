@@ -1,15 +1,13 @@
 //! Request extraction with the API's error shape: JSON bodies, path and query parameters.
 //! Every framework error leaves as `{"error","message"}` with the right status.
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Payload, ServiceResponse};
+use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
-use actix_web::middleware::ErrorHandlerResponse;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use crate::error::{ApiError, FieldErrors};
+use crate::error::{ApiError, ErrorCode, FieldErrors};
 
 /// Bodies over this are refused with 413 `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -53,7 +51,7 @@ pub(crate) fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Res
     if !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as application/json",
         ));
     }
@@ -76,7 +74,10 @@ pub(crate) fn parse<T: DeserializeOwned>(req: &HttpRequest, bytes: &[u8]) -> Res
 /// `invalid_json`.
 fn read_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|err| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {err}"))
+        ApiError::bad_request(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {err}"),
+        )
     })?;
     whole_numbers_as_integers(&mut value);
     Ok(value)
@@ -181,14 +182,14 @@ fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
 fn payload_error(err: actix_web::Error) -> ApiError {
     match err.as_error::<actix_web::error::PayloadError>() {
         Some(actix_web::error::PayloadError::Overflow) => too_large(),
-        _ => ApiError::bad_request("invalid_json", "the body could not be read"),
+        _ => ApiError::bad_request(ErrorCode::InvalidJson, "the body could not be read"),
     }
 }
 
-fn too_large() -> ApiError {
+pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         "the body is larger than 64 KiB",
     )
 }
@@ -241,48 +242,6 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T
     }
 }
 
-/// Gives framework-made error responses (unknown route, wrong method, ...) the JSON error shape.
-pub fn json_error_body<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .response()
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || res.status().as_u16() < 400 {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-    }
-    let status = res.status();
-    let allow = (status == StatusCode::METHOD_NOT_ALLOWED)
-        .then(|| super::openapi::allowed_methods(res.request().path()))
-        .flatten();
-    let error = match status {
-        StatusCode::NOT_FOUND => ApiError::not_found("no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            status,
-            "method_not_allowed",
-            "this method is not allowed here",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        s if s.is_server_error() => ApiError::internal(format!("framework error {s}")),
-        s => ApiError::new(
-            s,
-            "bad_request",
-            s.canonical_reason().unwrap_or("bad request"),
-        ),
-    };
-    let (req, _) = res.into_parts();
-    let mut response: HttpResponse<BoxBody> = error.error_response();
-    *response.status_mut() = status;
-    if let Some(value) = allow.and_then(|allow| header::HeaderValue::from_str(allow).ok()) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, response).map_into_right_body::<B>(),
-    ))
-}
-
 /// For PATCH-style fields: `Some(None)` for an explicit `null`, `None` when the field is absent
 /// (use with `#[serde(default, deserialize_with = "nullable")]`).
 pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -304,7 +263,11 @@ pub fn required_text(
     match value {
         Some(Some(text)) => {
             let text = text.trim().to_owned();
-            errors.check((1..=max).contains(&super::char_len(&text)), field, reason);
+            errors.check(
+                (1..=max).contains(&super::fields::char_len(&text)),
+                field,
+                reason,
+            );
             Some(text)
         }
         Some(None) => {

@@ -7,13 +7,13 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::accounts::load_family;
 use super::extract::{JsonBody, OptionalJsonBody};
-use crate::app::AppState;
+use super::identity::{AuthUser, client_ip};
 use crate::auth::throttle::too_many;
-use crate::auth::{AuthUser, client_ip};
-use crate::error::{ApiError, ErrorBody};
-use crate::model::{self, Family, Role, ts};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::model::{self, Family, Role, User, ts};
+use crate::state::AppState;
+use crate::store::Db;
 use crate::store::entities::{family, invite, user};
 
 pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -50,7 +50,7 @@ fn new_code() -> String {
 }
 
 fn already_paired() -> ApiError {
-    ApiError::conflict("already_paired", "you are already in a family")
+    ApiError::conflict(ErrorCode::AlreadyPaired, "you are already in a family")
 }
 
 #[utoipa::path(
@@ -189,7 +189,7 @@ async fn join(
             address_attempt.failed();
             Err(ApiError::new(
                 actix_web::http::StatusCode::NOT_FOUND,
-                "invite_not_found",
+                ErrorCode::InviteNotFound,
                 "this code is unknown, used or expired",
             ))
         }
@@ -257,6 +257,30 @@ async fn join_family(state: &AppState, child_id: i64, code: &str) -> Result<Join
         .await?;
     txn.commit().await?;
     Ok(JoinOutcome::Joined(family.id))
+}
+
+/// A family with both members.
+pub async fn load_family(db: &Db, family_id: i64) -> Result<Family, ApiError> {
+    let row = family::Entity::find_by_id(family_id)
+        .one(&db.read)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("family {family_id} missing")))?;
+    let users = user::Entity::find()
+        .filter(user::Column::Id.is_in([row.parent_id, row.child_id]))
+        .all(&db.read)
+        .await?;
+    let find = |id: i64| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(User::from)
+            .ok_or_else(|| ApiError::internal(format!("member {id} of family {family_id} missing")))
+    };
+    Ok(Family {
+        id: row.id,
+        parent: find(row.parent_id)?,
+        child: find(row.child_id)?,
+    })
 }
 
 #[cfg(test)]

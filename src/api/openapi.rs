@@ -272,39 +272,6 @@ impl Modify for ValidationErrors {
     }
 }
 
-/// A wish's `status` (kept as its stored string in the code).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)] // describes the wire strings in the document only
-pub enum WishStatus {
-    Wished,
-    Picked,
-    Given,
-}
-
-/// A mission's `status` (kept as its stored string in the code).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)] // describes the wire strings in the document only
-pub enum MissionStatus {
-    Open,
-    Submitted,
-    Approved,
-    Rejected,
-}
-
-/// A board history event's `kind` (kept as its stored string in the code).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)] // describes the wire strings in the document only
-pub enum HistoryKind {
-    Created,
-    Granted,
-    Attached,
-    Completed,
-    Cancelled,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

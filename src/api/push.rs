@@ -8,12 +8,12 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 
 use super::extract::JsonBody;
-use super::is_http_url;
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use super::fields::is_http_url;
+use super::identity::AuthUser;
 use crate::error::{ApiError, ErrorBody, FieldErrors};
 use crate::model;
 use crate::push::endpoint::EndpointPolicy;
+use crate::state::AppState;
 use crate::store::entities::push_subscription;
 
 /// Subscriptions one user keeps (phones, browsers); a new one past this replaces their oldest,

@@ -5,12 +5,14 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde::{Deserialize, Serialize};
 
 use super::extract::{JsonBody, nullable, required_text};
-use super::is_http_url;
-use crate::app::AppState;
-use crate::auth::{AuthUser, Member};
-use crate::error::{ApiError, ErrorBody, FieldErrors};
+use super::fields::is_http_url;
+use super::identity::AuthUser;
+use crate::auth::Member;
+use crate::error::{ApiError, ErrorBody, ErrorCode, FieldErrors};
 use crate::model::{self, Role, Wish};
 use crate::push::Notification;
+use crate::state::AppState;
+use crate::status::WishStatus;
 use crate::store::entities::{family, wish};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -168,7 +170,7 @@ async fn create(
         name: Set(checked.name.unwrap_or_default()),
         link: Set(checked.link.flatten()),
         image_url: Set(checked.image_url.flatten()),
-        status: Set("wished".into()),
+        status: Set(WishStatus::Wished),
         created_at: Set(model::now()),
         picked_at: Set(None),
         given_at: Set(None),
@@ -189,7 +191,10 @@ async fn create(
 }
 
 fn wish_locked() -> ApiError {
-    ApiError::conflict("wish_locked", "a wish can change only while it is wished")
+    ApiError::conflict(
+        ErrorCode::WishLocked,
+        "a wish can change only while it is wished",
+    )
 }
 
 /// After a conditional write matched nothing: 404 for a wish that is not the caller's, else 409.
@@ -238,7 +243,7 @@ async fn update(
     let mut update = wish::Entity::update_many()
         .filter(wish::Column::Id.eq(id))
         .filter(wish::Column::ChildId.eq(member.id))
-        .filter(wish::Column::Status.eq("wished"));
+        .filter(wish::Column::Status.eq(WishStatus::Wished));
     // Writing the id onto itself keeps an empty PATCH a real, status-checked statement.
     update = update.col_expr(wish::Column::Id, Expr::col(wish::Column::Id));
     if let Some(name) = checked.name {
@@ -287,7 +292,7 @@ async fn delete(
     let result = wish::Entity::delete_many()
         .filter(wish::Column::Id.eq(id))
         .filter(wish::Column::ChildId.eq(member.id))
-        .filter(wish::Column::Status.eq("wished"))
+        .filter(wish::Column::Status.eq(WishStatus::Wished))
         .exec(&state.db.write)
         .await?;
     if result.rows_affected != 1 {

@@ -276,7 +276,7 @@ mod tests {
             .map(|_| pool.submit(|| ()).expect("room in the queue"))
             .collect();
         let refused = pool.submit(|| ()).err().map(|e| e.code());
-        assert_eq!(refused, Some("busy"));
+        assert_eq!(refused, Some(crate::error::ErrorCode::Busy));
         let _ = hold_tx.send(());
         blocker.wait().await.expect("the blocker ends");
         for job in waiting {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use actix_web::http::StatusCode;
 use dashmap::DashMap;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Open sessions of one kind, per user.
 pub struct SessionSlots {
@@ -47,7 +47,7 @@ impl SessionSlots {
             }
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
+                ErrorCode::TooManySessions,
                 format!(
                     "at most {} {} may be open per user; close one first",
                     self.max, self.kind
@@ -115,7 +115,7 @@ mod tests {
         let a = slots.take(1).expect("first");
         let b = slots.take(1).expect("second");
         let refused = slots.take(1).err().map(|e| e.code());
-        assert_eq!(refused, Some("too_many_sessions"));
+        assert_eq!(refused, Some(crate::error::ErrorCode::TooManySessions));
         let other = slots.take(2).expect("another user");
         drop(a);
         let c = slots.take(1).expect("a freed slot");

@@ -4,22 +4,21 @@
 //! and only after the commit updates its state, answers the caller and fans the new state out to
 //! the family's SSE sessions. Commands are handled one at a time ([`AtomicResponse`]): the next
 //! command of a family sees the previous one's committed result.
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::rules::{self, Counts, Refusal, WishStatus};
-use super::sse::{BoardEvent, CloseSession, SseSession};
+use super::error::BoardError;
+use super::messages::{BoardEvent, Changed, CloseSessions, Command, GetBoard, SseFrame, Subscribe};
+use super::planner::{self, Facts, Next, Plan};
 use super::store::{self, Loaded};
-use super::view::{Board, BoardRow, BoardStatus, Snapshot};
-use crate::error::ApiError;
-use crate::model::{self, Wish};
+use super::view::{Board, BoardRow, Snapshot};
+use crate::fanout::{Event, Fanout};
+use crate::model;
 use crate::push::Notification;
-use crate::store::Db;
-use crate::store::persister::{
-    BoardChange, BoardOp, CommitBoard, Committed, EventRow, PersistError,
-};
+use crate::recent::RecentKeys;
+use crate::store::persister::{CommitBoard, Committed, PersistError};
+use crate::store::{Db, StoreError};
 
 /// How many recent idempotency keys each family remembers in memory; older ones are found in the
 /// ledger.
@@ -32,81 +31,15 @@ const SUSPECT_RELOAD_EVERY: Duration = Duration::from_millis(500);
 /// What every FamilyBoard needs from the application.
 pub type BoardDeps = crate::registry::FamilyDeps<FamilyBoard>;
 
-/// A change to the board, on behalf of `by` (already authorized for the family and role).
-#[derive(Clone, Debug)]
-pub enum Command {
-    Create {
-        by: i64,
-        wish_id: i64,
-        size: i32,
-    },
-    Cancel {
-        by: i64,
-    },
-    Grant {
-        by: i64,
-        count: i32,
-        key: Option<String>,
-    },
-    Attach {
-        by: i64,
-        key: Option<String>,
-    },
-    /// Approve a submitted mission and grant its reward, in one transaction.
-    Approve {
-        by: i64,
-        mission_id: i64,
-    },
-}
-
-impl Message for Command {
-    type Result = Result<Snapshot, ApiError>;
-}
-
-impl Command {
-    fn key(&self) -> Option<(i64, String)> {
-        match self {
-            Command::Grant { by, key, .. } | Command::Attach { by, key } => {
-                key.clone().map(|k| (*by, k))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Registers an SSE session; it gets the current state at once and every change after it. A
-/// session that stopped is forgotten at the next broadcast or idle check.
-#[derive(Clone)]
-pub struct Subscribe {
-    pub session: Addr<SseSession>,
-}
-
-impl Message for Subscribe {
-    type Result = Result<(), ApiError>;
-}
-
-/// Ends every SSE session of the family (server shutdown).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct CloseSessions;
-
-/// The current state, without changing it.
-#[derive(Clone, Copy, Debug)]
-pub struct GetBoard;
-
-impl Message for GetBoard {
-    type Result = Result<Snapshot, ApiError>;
-}
-
 pub struct FamilyBoard {
     family_id: i64,
     deps: BoardDeps,
     state: Option<Loaded>,
-    sessions: Vec<Addr<SseSession>>,
+    /// The family's SSE sessions on this node, and the other nodes.
+    fanout: Fanout<SseFrame>,
     /// The current state encoded for the sessions, while there are any.
     event: Option<BoardEvent>,
-    recent_keys: HashMap<(i64, String), Board>,
-    key_order: VecDeque<(i64, String)>,
+    recent_keys: RecentKeys<(i64, String), Board>,
     last_active: Instant,
     /// A commit's outcome is unknown (it timed out or lost its connection; it may still land):
     /// the in-memory state may be behind the database. Reads keep being answered from memory
@@ -121,14 +54,14 @@ pub struct FamilyBoard {
 
 /// A failed command; `uncertain` when its commit's outcome is unknown.
 struct Failure {
-    error: ApiError,
+    error: BoardError,
     uncertain: bool,
 }
 
-impl From<ApiError> for Failure {
-    fn from(error: ApiError) -> Self {
+impl<E: Into<BoardError>> From<E> for Failure {
+    fn from(error: E) -> Self {
         Failure {
-            error,
+            error: error.into(),
             uncertain: false,
         }
     }
@@ -136,14 +69,14 @@ impl From<ApiError> for Failure {
 
 impl FamilyBoard {
     pub fn new(family_id: i64, deps: BoardDeps) -> Self {
+        let fanout = Fanout::new(family_id, deps.bus.clone());
         FamilyBoard {
             family_id,
             deps,
             state: None,
-            sessions: Vec::new(),
+            fanout,
             event: None,
-            recent_keys: HashMap::new(),
-            key_order: VecDeque::new(),
+            recent_keys: RecentKeys::new(RECENT_KEYS),
             last_active: Instant::now(),
             suspect: false,
             suspect_epoch: 0,
@@ -232,35 +165,40 @@ impl FamilyBoard {
 
     /// Forgets sessions that ended, and the encoded event once there are none.
     fn prune_sessions(&mut self) {
-        self.sessions.retain(|session| session.connected());
-        if self.sessions.is_empty() {
-            self.sessions = Vec::new();
+        self.fanout.prune();
+        if self.fanout.is_empty() {
             self.event = None;
         }
     }
 
-    /// Sends the current state to every SSE session.
+    /// Sends the current state to every local SSE session.
     fn broadcast(&mut self) {
         self.prune_sessions();
-        if self.sessions.is_empty() {
+        if self.fanout.is_empty() {
             return;
         }
-        let Some(event) = self.current_event() else {
-            return;
-        };
-        for session in &self.sessions {
-            session.do_send(event.clone());
+        if let Some(event) = self.current_event() {
+            self.fanout.local(SseFrame::Board(event));
         }
     }
 
-    fn remember_key(&mut self, key: (i64, String), board: Board) {
-        if self.recent_keys.insert(key.clone(), board).is_none() {
-            self.key_order.push_back(key);
-        }
-        while self.key_order.len() > RECENT_KEYS {
-            if let Some(old) = self.key_order.pop_front() {
-                self.recent_keys.remove(&old);
-            }
+    /// A committed change: the new state to every local SSE session, and the news to the other
+    /// nodes (which reload it).
+    fn publish(&mut self) {
+        self.prune_sessions();
+        let Some(version) = self.state.as_ref().map(|s| s.version) else {
+            return;
+        };
+        let frame = if self.fanout.is_empty() {
+            None
+        } else {
+            self.current_event()
+        };
+        match frame {
+            Some(event) => self
+                .fanout
+                .committed(Event::Board { version }, SseFrame::Board(event)),
+            None => self.fanout.publish_only(Event::Board { version }),
         }
     }
 
@@ -269,8 +207,7 @@ impl FamilyBoard {
     /// them on a fresh actor, which loads the committed state.
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         self.prune_sessions();
-        if self.sessions.is_empty() && self.last_active.elapsed() >= self.deps.timing.family_idle()
-        {
+        if self.fanout.is_empty() && self.last_active.elapsed() >= self.deps.timing.family_idle() {
             crate::registry::deregister(&self.deps.actors, self.family_id, &ctx.address());
             ctx.stop();
         }
@@ -301,7 +238,7 @@ impl Actor for FamilyBoard {
 impl FamilyBoard {
     /// Loads the family's state from the database unless the actor holds it already; resolves
     /// inside the actor, so what follows sees `state` set.
-    fn ensure_loaded(&mut self) -> impl ActorFuture<Self, Output = Result<(), ApiError>> + use<> {
+    fn ensure_loaded(&mut self) -> impl ActorFuture<Self, Output = Result<(), BoardError>> + use<> {
         self.last_active = Instant::now();
         let load = match self.state {
             Some(_) => None,
@@ -315,7 +252,7 @@ impl FamilyBoard {
         }
         .into_actor(self)
         .map(|loaded, act: &mut Self, _| {
-            if let Some(loaded) = loaded? {
+            if let Some(loaded) = loaded.map_err(BoardError::Store)? {
                 act.state = Some(loaded);
             }
             Ok(())
@@ -324,30 +261,31 @@ impl FamilyBoard {
 }
 
 impl Handler<GetBoard> for FamilyBoard {
-    type Result = AtomicResponse<Self, Result<Snapshot, ApiError>>;
+    type Result = AtomicResponse<Self, Result<Snapshot, BoardError>>;
 
     fn handle(&mut self, _: GetBoard, _: &mut Context<Self>) -> Self::Result {
         AtomicResponse::new(Box::pin(self.ensure_loaded().map(|loaded, act, _| {
             loaded?;
-            act.snapshot()
-                .ok_or_else(|| ApiError::internal("state vanished"))
+            act.snapshot().ok_or_else(state_vanished)
         })))
     }
 }
 
 impl Handler<Subscribe> for FamilyBoard {
-    type Result = AtomicResponse<Self, Result<(), ApiError>>;
+    type Result = AtomicResponse<Self, Result<(), BoardError>>;
 
-    fn handle(&mut self, Subscribe { session }: Subscribe, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let Subscribe {
+            session_id,
+            session,
+        } = subscribe;
         AtomicResponse::new(Box::pin(self.ensure_loaded().map(move |loaded, act, _| {
             loaded?;
             // Pruned first: pruning the last session drops the cached event.
             act.prune_sessions();
-            let event = act
-                .current_event()
-                .ok_or_else(|| ApiError::internal("state vanished"))?;
-            session.do_send(event);
-            act.sessions.push(session);
+            let event = act.current_event().ok_or_else(state_vanished)?;
+            session.do_send(SseFrame::Board(event));
+            act.fanout.add(session_id, session);
             Ok(())
         })))
     }
@@ -357,30 +295,31 @@ impl Handler<CloseSessions> for FamilyBoard {
     type Result = ();
 
     fn handle(&mut self, _: CloseSessions, _: &mut Context<Self>) {
-        for session in self.sessions.drain(..) {
-            session.do_send(CloseSession);
+        for (_, session) in self.fanout.drain() {
+            session.do_send(SseFrame::Close);
         }
         self.event = None;
     }
 }
 
-/// What a command turns into once the rules have spoken.
-enum Plan {
-    /// An idempotent retry: the first answer, nothing applied.
-    Replay(Board),
-    /// Commit `change`; afterwards the family shows `next`, and `notify` goes to the child.
-    Change {
-        change: BoardChange,
-        next: Next,
-        notify: Option<Notification>,
-    },
-}
+impl Handler<Changed> for FamilyBoard {
+    type Result = ();
 
-/// The board shown after a change.
-enum Next {
-    Shown(Option<BoardRow>),
-    /// A new board, whose id the database assigns on commit.
-    Created(BoardRow),
+    /// Another node committed `version`: reload unless this node is there already (a version
+    /// gap is never guessed across: the database is read), then show it to the local sessions.
+    fn handle(&mut self, Changed { version }: Changed, ctx: &mut Context<Self>) {
+        if self.state.as_ref().is_some_and(|s| s.version >= version) {
+            return;
+        }
+        if self.fanout.is_empty() {
+            // Nobody watches here: load afresh at the next command or subscribe.
+            self.state = None;
+            return;
+        }
+        self.suspect = true;
+        self.suspect_epoch += 1;
+        self.reload_suspect(ctx);
+    }
 }
 
 enum Outcome {
@@ -389,7 +328,7 @@ enum Outcome {
 }
 
 impl Handler<Command> for FamilyBoard {
-    type Result = AtomicResponse<Self, Result<Snapshot, ApiError>>;
+    type Result = AtomicResponse<Self, Result<Snapshot, BoardError>>;
 
     fn handle(&mut self, command: Command, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
@@ -416,8 +355,9 @@ impl Handler<Command> for FamilyBoard {
             // One retry after a version conflict: another process changed the board, so reload
             // and judge the command again against what it did.
             for attempt in 0..2 {
+                let facts = facts(&deps.db, family_id, &loaded, &command).await?;
                 let (change, next, notify) =
-                    match plan(&deps.db, family_id, &loaded, &command).await? {
+                    match planner::plan(family_id, &loaded, &command, facts, model::now())? {
                         Plan::Replay(board) => return Ok(Outcome::Replayed(board)),
                         Plan::Change {
                             change,
@@ -447,19 +387,16 @@ impl Handler<Command> for FamilyBoard {
                     }
                     Ok(Err(err)) => {
                         return Err(Failure {
-                            uncertain: matches!(err, PersistError::Uncertain),
+                            uncertain: matches!(err, PersistError::Store(StoreError::Uncertain)),
                             error: persist_error(err),
                         });
                     }
                     Err(err) => {
-                        return Err(ApiError::internal(format!("persister: {err}")).into());
+                        return Err(BoardError::Internal(format!("persister: {err}")).into());
                     }
                 }
             }
-            Err(
-                ApiError::conflict("conflict", "the board kept changing underneath; try again")
-                    .into(),
-            )
+            Err(BoardError::Conflict.into())
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| match result {
@@ -475,13 +412,11 @@ impl Handler<Command> for FamilyBoard {
                         .metrics
                         .board_changes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let snapshot = act
-                        .snapshot()
-                        .ok_or_else(|| ApiError::internal("state vanished"))?;
+                    let snapshot = act.snapshot().ok_or_else(state_vanished)?;
                     if let (Some(key), Some(board)) = (key, &snapshot.board) {
-                        act.remember_key(key, board.clone());
+                        act.recent_keys.insert(key, board.clone());
                     }
-                    act.broadcast();
+                    act.publish();
                     if let (Some(notification), Some(state)) = (notify, &act.state) {
                         act.deps.push.notify(state.child_id, notification);
                     }
@@ -490,7 +425,10 @@ impl Handler<Command> for FamilyBoard {
                 Err(Failure { error, uncertain }) => {
                     if uncertain {
                         act.mark_suspect(ctx);
-                    } else if matches!(error, ApiError::Internal(_)) {
+                    } else if matches!(
+                        error,
+                        BoardError::Internal(_) | BoardError::Store(StoreError::Database(_))
+                    ) {
                         // After a failure the database is the truth: reload on the next command.
                         act.state = None;
                     }
@@ -501,299 +439,44 @@ impl Handler<Command> for FamilyBoard {
     }
 }
 
-fn persist_error(err: PersistError) -> ApiError {
+fn persist_error(err: PersistError) -> BoardError {
     match err {
-        PersistError::WishNotAvailable => wish_not_available(),
-        PersistError::MissionLocked => mission_locked(),
-        PersistError::Conflict => {
-            ApiError::conflict("conflict", "the board changed underneath; try again")
-        }
-        // Database faults are 503/507, anything else 500 (one mapping: `From<PersistError>`).
-        other => ApiError::from(other),
+        PersistError::WishNotAvailable => BoardError::WishNotAvailable,
+        PersistError::MissionLocked => BoardError::MissionLocked,
+        PersistError::Conflict => BoardError::Conflict,
+        PersistError::Store(err) => BoardError::Store(err),
     }
 }
 
-pub fn mission_locked() -> ApiError {
-    ApiError::conflict(
-        "mission_locked",
-        "the mission cannot change in its current state",
-    )
+fn state_vanished() -> BoardError {
+    BoardError::Internal("the board's state vanished".into())
 }
 
-fn wish_not_available() -> ApiError {
-    ApiError::conflict(
-        "wish_not_available",
-        "this wish is not available for a board",
-    )
-}
-
-fn no_board() -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "no_board",
-        "there is no active board",
-    )
-}
-
-fn refusal(refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::BoardFull => {
-            ApiError::conflict("board_full", "that many grapes do not fit on the board")
-        }
-        Refusal::NothingToAttach => {
-            ApiError::conflict("nothing_to_attach", "there is no granted grape to attach")
-        }
-        Refusal::OutOfBounds => ApiError::invalid_field("count", "out of bounds"),
-    }
-}
-
-fn event(
-    kind: &'static str,
-    count: i32,
-    by: i64,
-    key: Option<String>,
-    after: Counts,
-    status: BoardStatus,
-) -> EventRow {
-    EventRow {
-        kind,
-        count,
-        by_user_id: by,
-        idem_key: key,
-        granted: after.granted,
-        attached: after.attached,
-        status: status.as_str(),
-        at: model::now(),
-    }
-}
-
-/// Judges a command against the loaded state: a refusal, a replay, or a change to commit.
-async fn plan(
+/// Reads what the planner needs for `command` besides the loaded state.
+async fn facts(
     db: &Db,
     family_id: i64,
     loaded: &Loaded,
     command: &Command,
-) -> Result<Plan, ApiError> {
-    let change = |op, events| BoardChange {
-        family_id,
-        base_version: loaded.version,
-        op,
-        events,
-        approves: None,
-    };
-    if let Some((by, key)) = command.key()
-        && let Some(board) = store::replay(db, by, &key).await?
-    {
-        return Ok(Plan::Replay(board));
+) -> Result<Facts, StoreError> {
+    let mut facts = Facts::default();
+    if let Some((by, key)) = command.key() {
+        facts.replay = store::replay(db, by, &key).await?;
+        if facts.replay.is_some() {
+            return Ok(facts);
+        }
     }
     match command {
-        Command::Create { by, wish_id, size } => {
-            let wish = store::family_wish(db, loaded.child_id, *wish_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("no such wish"))?;
-            if loaded.active().is_some() {
-                return Err(ApiError::conflict(
-                    "board_exists",
-                    "a board is already active",
-                ));
-            }
-            if !WishStatus::parse(&wish.status).is_some_and(rules::can_pick) {
-                return Err(wish_not_available());
-            }
-            let counts =
-                Counts::new(*size).map_err(|_| ApiError::invalid_field("size", "1-100"))?;
-            let at = model::now();
-            let mut wish = Wish::from(wish);
-            wish.status = WishStatus::Picked.as_str().into();
-            wish.picked_at = Some(at);
-            let next = BoardRow {
-                id: 0,
-                wish,
-                counts,
-                status: BoardStatus::Active,
-                created_at: at,
-                completed_at: None,
-            };
-            let events = vec![event(
-                "created",
-                *size,
-                *by,
-                None,
-                counts,
-                BoardStatus::Active,
-            )];
-            Ok(Plan::Change {
-                change: change(
-                    BoardOp::Create {
-                        wish_id: *wish_id,
-                        size: *size,
-                        at,
-                    },
-                    events,
-                ),
-                next: Next::Created(next),
-                notify: None,
-            })
+        Command::Create { wish_id, .. } => {
+            facts.wish = store::family_wish(db, loaded.child_id, *wish_id).await?;
         }
-        Command::Cancel { by } => {
-            let active = loaded.active().ok_or_else(no_board)?;
-            let at = model::now();
-            let events = vec![event(
-                "cancelled",
-                0,
-                *by,
-                None,
-                active.counts,
-                BoardStatus::Active,
-            )];
-            // Afterwards the family shows its latest completed board again, or none.
-            let next = store::latest_completed(db, family_id).await?;
-            Ok(Plan::Change {
-                change: change(
-                    BoardOp::Cancel {
-                        board_id: active.id,
-                        wish_id: active.wish.id,
-                        at,
-                    },
-                    events,
-                ),
-                next: Next::Shown(next),
-                notify: None,
-            })
+        Command::Cancel { .. } if loaded.active().is_some() => {
+            facts.latest_completed = store::latest_completed(db, family_id).await?;
         }
-        Command::Grant { by, count, key } => grant(
-            family_id,
-            loaded,
-            Grant {
-                by: *by,
-                count: *count,
-                key: key.clone(),
-                approves: None,
-                notify: Notification::grapes_granted(*count),
-            },
-        ),
-        Command::Approve { by, mission_id } => {
-            let mission = store::family_mission(db, family_id, *mission_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("no such mission"))?;
-            if mission.status != "submitted" {
-                return Err(mission_locked());
-            }
-            // API.md: approving without a board is a conflict that changes nothing (409).
-            if loaded.active().is_none() {
-                return Err(ApiError::conflict(
-                    "no_board",
-                    "there is no active board for the reward",
-                ));
-            }
-            grant(
-                family_id,
-                loaded,
-                Grant {
-                    by: *by,
-                    count: mission.reward,
-                    key: None,
-                    approves: Some((mission.id, model::now())),
-                    notify: Notification::mission_approved(&mission.title),
-                },
-            )
+        Command::Approve { mission_id, .. } => {
+            facts.mission = store::family_mission(db, family_id, *mission_id).await?;
         }
-        Command::Attach { by, key } => {
-            let active = loaded.active().ok_or_else(no_board)?;
-            let (counts, completes) = active.counts.attach().map_err(refusal)?;
-            let mut next = BoardRow {
-                counts,
-                ..active.clone()
-            };
-            let mut events = Vec::with_capacity(2);
-            let completed = if completes {
-                let at = model::now();
-                next.status = BoardStatus::Complete;
-                next.completed_at = Some(at);
-                next.wish.status = WishStatus::Given.as_str().into();
-                next.wish.given_at = Some(at);
-                events.push(event(
-                    "attached",
-                    1,
-                    *by,
-                    key.clone(),
-                    counts,
-                    BoardStatus::Complete,
-                ));
-                events.push(event(
-                    "completed",
-                    0,
-                    *by,
-                    None,
-                    counts,
-                    BoardStatus::Complete,
-                ));
-                Some((at, active.wish.id))
-            } else {
-                events.push(event(
-                    "attached",
-                    1,
-                    *by,
-                    key.clone(),
-                    counts,
-                    BoardStatus::Active,
-                ));
-                None
-            };
-            Ok(Plan::Change {
-                change: change(
-                    BoardOp::Update {
-                        board_id: active.id,
-                        granted: counts.granted,
-                        attached: counts.attached,
-                        completed,
-                    },
-                    events,
-                ),
-                next: Next::Shown(Some(next)),
-                notify: None,
-            })
-        }
+        _ => {}
     }
-}
-
-/// Granting grapes, by hand or as a mission's reward.
-struct Grant {
-    by: i64,
-    count: i32,
-    key: Option<String>,
-    approves: Option<(i64, chrono::DateTime<chrono::Utc>)>,
-    notify: Notification,
-}
-
-fn grant(family_id: i64, loaded: &Loaded, grant: Grant) -> Result<Plan, ApiError> {
-    let active = loaded.active().ok_or_else(no_board)?;
-    let counts = active.counts.grant(grant.count).map_err(refusal)?;
-    let events = vec![event(
-        "granted",
-        grant.count,
-        grant.by,
-        grant.key,
-        counts,
-        BoardStatus::Active,
-    )];
-    Ok(Plan::Change {
-        change: BoardChange {
-            family_id,
-            base_version: loaded.version,
-            op: BoardOp::Update {
-                board_id: active.id,
-                granted: counts.granted,
-                attached: counts.attached,
-                completed: None,
-            },
-            events,
-            approves: grant.approves,
-        },
-        next: Next::Shown(Some(BoardRow {
-            counts,
-            ..active.clone()
-        })),
-        notify: Some(grant.notify),
-    })
+    Ok(facts)
 }

@@ -1,6 +1,8 @@
 //! The grape board's rules as pure functions: no actix, no database. The FamilyBoard actor asks
 //! these before it commits anything, so a refused change never reaches the database.
 
+use crate::status::{MissionStatus, WishStatus};
+
 pub const DEFAULT_SIZE: i32 = 31;
 pub const MAX_SIZE: i32 = 100;
 pub const MAX_GRANT: i32 = 100;
@@ -21,31 +23,6 @@ pub enum Refusal {
     NothingToAttach,
     /// A count or size outside its bounds.
     OutOfBounds,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WishStatus {
-    Wished,
-    Picked,
-    Given,
-}
-
-impl WishStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WishStatus::Wished => "wished",
-            WishStatus::Picked => "picked",
-            WishStatus::Given => "given",
-        }
-    }
-    pub fn parse(s: &str) -> Option<WishStatus> {
-        match s {
-            "wished" => Some(WishStatus::Wished),
-            "picked" => Some(WishStatus::Picked),
-            "given" => Some(WishStatus::Given),
-            _ => None,
-        }
-    }
 }
 
 impl Counts {
@@ -99,6 +76,11 @@ impl Counts {
 }
 
 /// A board may be opened on a wish only while it is `wished`.
+/// Only a submitted mission can be approved (and its reward granted).
+pub fn can_approve(mission: MissionStatus) -> bool {
+    mission == MissionStatus::Submitted
+}
+
 pub fn can_pick(wish: WishStatus) -> bool {
     wish == WishStatus::Wished
 }
@@ -106,6 +88,7 @@ pub fn can_pick(wish: WishStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::WishStatus;
     use proptest::prelude::*;
 
     #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 //! Memory per idle stream is a goal (issue #5: ≤ 8 KiB with 10,000 streams), so a session holds
 //! no more than it needs: the slot is a small mutex rather than a channel, and the body tells the
 //! actor it went away by a message from its destructor rather than a future waiting on a channel.
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -17,46 +17,12 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::view::Snapshot;
+use super::messages::{BoardEvent, SseFrame};
 use crate::metrics::Metrics;
 
 /// Sent once at the start of every stream: how long a browser waits before reconnecting.
 pub const RETRY_PREAMBLE: &str = "retry: 2000\n\n";
 const PING: &str = ": ping\n\n";
-
-/// One encoded `board` event, shared by every session of the family.
-#[derive(Clone, Debug)]
-pub struct BoardEvent {
-    pub version: i64,
-    pub bytes: Bytes,
-}
-
-impl Message for BoardEvent {
-    type Result = ();
-}
-
-impl BoardEvent {
-    pub fn encode(snapshot: &Snapshot) -> BoardEvent {
-        use std::io::Write;
-        let mut buf = Vec::with_capacity(512);
-        // Writing into a Vec cannot fail.
-        let _ = write!(buf, "event: board\nid: {}\ndata: ", snapshot.version);
-        let start = buf.len();
-        if let Err(err) = serde_json::to_writer(&mut buf, snapshot) {
-            log::error!("board snapshot did not serialize: {err}");
-            buf.truncate(start);
-            buf.extend_from_slice(br#"{"board":null}"#);
-        }
-        buf.extend_from_slice(b"\n\n");
-        // Held by the FamilyBoard and by every stream that has not written it yet: no spare
-        // capacity (and an exact Vec becomes Bytes without another allocation).
-        buf.shrink_to_fit();
-        BoardEvent {
-            version: snapshot.version,
-            bytes: Bytes::from(buf),
-        }
-    }
-}
 
 /// Ends a session: server shutdown, or the HTTP body went away.
 #[derive(Message)]
@@ -132,6 +98,8 @@ fn wake_reader(mut state: MutexGuard<'_, SlotState>) {
     }
 }
 
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
 pub struct SseSession {
     slot: Arc<SessionSlot>,
     metrics: Arc<Metrics>,
@@ -144,6 +112,7 @@ impl SseSession {
         metrics: Arc<Metrics>,
         ping: Duration,
     ) -> (
+        u64,
         Addr<SseSession>,
         impl Stream<Item = Result<Bytes, std::convert::Infallible>>,
     ) {
@@ -160,7 +129,7 @@ impl SseSession {
             },
             ping,
         );
-        (session, body)
+        (NEXT_SESSION.fetch_add(1, Ordering::Relaxed), session, body)
     }
 }
 
@@ -177,11 +146,14 @@ impl Actor for SseSession {
     }
 }
 
-impl Handler<BoardEvent> for SseSession {
+impl Handler<SseFrame> for SseSession {
     type Result = ();
 
-    fn handle(&mut self, event: BoardEvent, _: &mut Context<Self>) {
-        self.slot.offer(event);
+    fn handle(&mut self, frame: SseFrame, ctx: &mut Context<Self>) {
+        match frame {
+            SseFrame::Board(event) => self.slot.offer(event),
+            SseFrame::Close => ctx.stop(),
+        }
     }
 }
 

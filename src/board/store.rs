@@ -3,9 +3,10 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::rules::Counts;
 use super::view::{Board, BoardRow, BoardStatus};
-use crate::error::ApiError;
 use crate::model::Wish;
+use crate::status::BoardState;
 use crate::store::Db;
+use crate::store::StoreError;
 use crate::store::entities::{board, family, grape_event, mission, wish};
 
 /// A family's board state as the database has it.
@@ -24,11 +25,11 @@ impl Loaded {
     }
 }
 
-pub async fn load(db: &Db, family_id: i64) -> Result<Loaded, ApiError> {
+pub async fn load(db: &Db, family_id: i64) -> Result<Loaded, StoreError> {
     let family = family::Entity::find_by_id(family_id)
         .one(&db.read)
         .await?
-        .ok_or_else(|| ApiError::internal(format!("family {family_id} missing")))?;
+        .ok_or_else(|| StoreError::missing(format!("family {family_id}")))?;
     Ok(Loaded {
         version: family.board_version,
         child_id: family.child_id,
@@ -37,10 +38,10 @@ pub async fn load(db: &Db, family_id: i64) -> Result<Loaded, ApiError> {
 }
 
 /// The active board, else the latest completed one.
-pub async fn shown_board(db: &Db, family_id: i64) -> Result<Option<BoardRow>, ApiError> {
+pub async fn shown_board(db: &Db, family_id: i64) -> Result<Option<BoardRow>, StoreError> {
     let active = board::Entity::find()
         .filter(board::Column::FamilyId.eq(family_id))
-        .filter(board::Column::Status.eq("active"))
+        .filter(board::Column::Status.eq(BoardState::Active))
         .one(&db.read)
         .await?;
     match active {
@@ -50,10 +51,10 @@ pub async fn shown_board(db: &Db, family_id: i64) -> Result<Option<BoardRow>, Ap
 }
 
 /// The family's most recently completed board.
-pub async fn latest_completed(db: &Db, family_id: i64) -> Result<Option<BoardRow>, ApiError> {
+pub async fn latest_completed(db: &Db, family_id: i64) -> Result<Option<BoardRow>, StoreError> {
     let row = board::Entity::find()
         .filter(board::Column::FamilyId.eq(family_id))
-        .filter(board::Column::Status.eq("complete"))
+        .filter(board::Column::Status.eq(BoardState::Complete))
         .order_by_desc(board::Column::Id)
         .one(&db.read)
         .await?;
@@ -63,13 +64,11 @@ pub async fn latest_completed(db: &Db, family_id: i64) -> Result<Option<BoardRow
     }
 }
 
-async fn board_row(db: &Db, row: board::Model) -> Result<BoardRow, ApiError> {
+async fn board_row(db: &Db, row: board::Model) -> Result<BoardRow, StoreError> {
     let wish = wish::Entity::find_by_id(row.wish_id)
         .one(&db.read)
         .await?
-        .ok_or_else(|| {
-            ApiError::internal(format!("wish {} of board {} missing", row.wish_id, row.id))
-        })?;
+        .ok_or_else(|| StoreError::missing(format!("wish {} of board {}", row.wish_id, row.id)))?;
     Ok(BoardRow {
         id: row.id,
         wish: Wish::from(wish),
@@ -78,7 +77,7 @@ async fn board_row(db: &Db, row: board::Model) -> Result<BoardRow, ApiError> {
             granted: row.granted,
             attached: row.attached,
         },
-        status: if row.status == "complete" {
+        status: if row.status == BoardState::Complete {
             BoardStatus::Complete
         } else {
             BoardStatus::Active
@@ -90,7 +89,7 @@ async fn board_row(db: &Db, row: board::Model) -> Result<BoardRow, ApiError> {
 
 /// The answer first given for `(user, key)`, rebuilt from the ledger (after a restart, or once the
 /// actor's memory of recent keys has moved on).
-pub async fn replay(db: &Db, user_id: i64, key: &str) -> Result<Option<Board>, ApiError> {
+pub async fn replay(db: &Db, user_id: i64, key: &str) -> Result<Option<Board>, StoreError> {
     let Some(event) = grape_event::Entity::find()
         .filter(grape_event::Column::ByUserId.eq(user_id))
         .filter(grape_event::Column::IdemKey.eq(key))
@@ -102,11 +101,11 @@ pub async fn replay(db: &Db, user_id: i64, key: &str) -> Result<Option<Board>, A
     let row = board::Entity::find_by_id(event.board_id)
         .one(&db.read)
         .await?
-        .ok_or_else(|| ApiError::internal(format!("board {} missing", event.board_id)))?;
+        .ok_or_else(|| StoreError::missing(format!("board {}", event.board_id)))?;
     let mut shown = board_row(db, row).await?;
     shown.counts.granted = event.granted;
     shown.counts.attached = event.attached;
-    if event.status != "complete" {
+    if event.status != BoardStatus::Complete {
         shown.status = BoardStatus::Active;
         shown.completed_at = None;
     }
@@ -117,7 +116,7 @@ pub async fn history(
     db: &Db,
     family_id: i64,
     limit: u64,
-) -> Result<Vec<grape_event::Model>, ApiError> {
+) -> Result<Vec<grape_event::Model>, StoreError> {
     Ok(grape_event::Entity::find()
         .filter(grape_event::Column::FamilyId.eq(family_id))
         .order_by_desc(grape_event::Column::Id)
@@ -131,7 +130,7 @@ pub async fn family_wish(
     db: &Db,
     child_id: i64,
     wish_id: i64,
-) -> Result<Option<wish::Model>, ApiError> {
+) -> Result<Option<wish::Model>, StoreError> {
     Ok(wish::Entity::find_by_id(wish_id)
         .filter(wish::Column::ChildId.eq(child_id))
         .one(&db.read)
@@ -143,7 +142,7 @@ pub async fn family_mission(
     db: &Db,
     family_id: i64,
     mission_id: i64,
-) -> Result<Option<mission::Model>, ApiError> {
+) -> Result<Option<mission::Model>, StoreError> {
     Ok(mission::Entity::find_by_id(mission_id)
         .filter(mission::Column::FamilyId.eq(family_id))
         .one(&db.read)

@@ -4,22 +4,7 @@ use serde::Serialize;
 
 use super::rules::Counts;
 use crate::model::{Wish, ts};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum BoardStatus {
-    Active,
-    Complete,
-}
-
-impl BoardStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BoardStatus::Active => "active",
-            BoardStatus::Complete => "complete",
-        }
-    }
-}
+pub use crate::status::BoardStatus;
 
 /// One board in memory: the family's active board, or else its latest completed one.
 #[derive(Clone, Debug)]

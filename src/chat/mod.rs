@@ -1,11 +1,13 @@
 //! Family chat over WebSocket: the ChatRoom actor per family (sessions, presence, seq, group
 //! commit), the WS session actor per connection, frames, and history reads.
 pub mod frames;
+pub mod messages;
 pub mod room;
 pub mod session;
 pub mod store;
 
-pub use room::{ChatDeps, ChatRoom, CloseRoom, IsPresent};
+pub use messages::CloseRoom;
+pub use room::{ChatDeps, ChatRoom};
 pub use session::WsSession;
 
 /// Family id → ChatRoom.

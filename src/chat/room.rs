@@ -11,12 +11,13 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::frames::{ChatMessage, ServerFrame};
-use super::session::{Deliver, WsSession};
+use super::messages::{CloseRoom, CloseSession, Deliver, Hello, Join, Leave, Post, SetVisible};
 use super::store::{self, CLIENT_ID_WINDOW, RoomStart};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model;
 use crate::push::Notification;
 use crate::registry::deregister;
+use crate::store::StoreError;
 use crate::store::persister::{CommitMessages, MessageRow, PersistError};
 
 /// Messages a room holds accepted and not yet committed (pending plus the group in flight). A
@@ -28,62 +29,11 @@ pub const MAX_ROOM_PENDING: usize = 1024;
 /// What every ChatRoom (and its sessions) needs from the application.
 pub type ChatDeps = crate::registry::FamilyDeps<ChatRoom>;
 
-/// A session enters the room; answered with what the `hello` frame says.
-#[derive(Clone)]
-pub struct Join {
-    pub session_id: u64,
-    pub user_id: i64,
-    pub session: Addr<WsSession>,
-}
-
-pub struct Hello {
-    pub last_seq: i64,
-    pub present: Vec<i64>,
-}
-
-impl Message for Join {
-    type Result = Result<Hello, ApiError>;
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    pub session_id: u64,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetVisible {
-    pub session_id: u64,
-    pub visible: bool,
-}
-
-/// A checked `send` frame; the sender is the session's authenticated user.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Post {
-    pub session_id: u64,
-    pub sender_id: i64,
-    pub client_id: String,
-    pub text: String,
-}
-
-/// Server shutdown: commit what is pending, ack it, then close every session with 1001.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct CloseRoom;
-
-/// Whether a member is in the room (an open, visible session); asked by the push dispatcher.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct IsPresent {
-    pub user_id: i64,
-}
-
 struct SessionEntry {
     user_id: i64,
     visible: bool,
-    addr: Addr<WsSession>,
+    deliver: Recipient<Deliver>,
+    close: Recipient<CloseSession>,
 }
 
 /// An accepted message waiting for its group's commit.
@@ -172,7 +122,7 @@ impl ChatRoom {
     /// Sends the ack or refusal of one of its `send`s to a session.
     fn answer(&self, session_id: u64, frame: ByteString) {
         if let Some(session) = self.sessions.get(&session_id) {
-            session.addr.do_send(Deliver::answer(frame));
+            session.deliver.do_send(Deliver::answer(frame));
         }
     }
 
@@ -186,7 +136,7 @@ impl ChatRoom {
             let frame = ServerFrame::Presence { user_id, present }.encode();
             for (&id, session) in &self.sessions {
                 if Some(id) != except {
-                    session.addr.do_send(Deliver::notice(frame.clone()));
+                    session.deliver.do_send(Deliver::notice(frame.clone()));
                 }
             }
         }
@@ -207,7 +157,7 @@ impl ChatRoom {
         }
         if self.waiting.len() >= MAX_ROOM_PENDING {
             let frame = ServerFrame::Error {
-                code: "too_many_pending",
+                code: ErrorCode::TooManyPending.as_str(),
                 message: "the family's room has too many messages waiting to be stored; send again after an ack",
             }
             .encode();
@@ -264,7 +214,7 @@ impl ChatRoom {
                     return act.recover(group, ctx);
                 }
                 Ok(Err(err)) => {
-                    if matches!(err, PersistError::Uncertain) {
+                    if matches!(err, PersistError::Store(StoreError::Uncertain)) {
                         // The group may still land with these seqs: never hand them out again
                         // from memory. The next flush (or join) reloads last_seq and the recent
                         // client ids from the database; a resend of a message that did land is
@@ -309,13 +259,13 @@ impl ChatRoom {
             .encode();
             for session_id in self.waiting.remove(&key).unwrap_or_default() {
                 if let Some(session) = self.sessions.get(&session_id) {
-                    session.addr.do_send(Deliver::answer(ack.clone()));
+                    session.deliver.do_send(Deliver::answer(ack.clone()));
                 }
             }
             let frame = ServerFrame::Message(&message).encode();
             for session in self.sessions.values() {
                 session
-                    .addr
+                    .deliver
                     .do_send(Deliver::message(row.seq, frame.clone()));
             }
             for &member in state.members.keys() {
@@ -337,7 +287,7 @@ impl ChatRoom {
         );
         for key in keys {
             let frame = ServerFrame::Error {
-                code: "not_stored",
+                code: ErrorCode::NotStored.as_str(),
                 message: "the message could not be stored; send it again",
             }
             .encode();
@@ -425,15 +375,13 @@ impl ChatRoom {
     fn finish_closing(&mut self) {
         if self.closing && !self.in_flight && self.pending.is_empty() {
             for (_, session) in self.sessions.drain() {
-                session
-                    .addr
-                    .do_send(super::session::CloseSession { code: 1001 });
+                session.close.do_send(CloseSession { code: 1001 });
             }
         }
     }
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        self.sessions.retain(|_, s| s.addr.connected());
+        self.sessions.retain(|_, s| s.deliver.connected());
         let idle = self.last_active.elapsed() >= self.deps.timing.family_idle();
         if idle && self.sessions.is_empty() && self.pending.is_empty() && !self.in_flight {
             deregister(&self.deps.actors, self.family_id, &ctx.address());
@@ -485,7 +433,8 @@ impl Handler<Join> for ChatRoom {
                     SessionEntry {
                         user_id: join.user_id,
                         visible: true,
-                        addr: join.session,
+                        deliver: join.deliver,
+                        close: join.close,
                     },
                 );
                 act.announce_presence(&before, Some(join.session_id));
@@ -563,7 +512,7 @@ impl Handler<Post> for ChatRoom {
                     Err(err) => {
                         log::error!("family {family_id}: client id lookup failed: {err}");
                         let frame = ServerFrame::Error {
-                            code: "not_stored",
+                            code: ErrorCode::NotStored.as_str(),
                             message: "the message could not be stored; send it again",
                         }
                         .encode();
@@ -580,15 +529,5 @@ impl Handler<CloseRoom> for ChatRoom {
     fn handle(&mut self, _: CloseRoom, _: &mut Context<Self>) {
         self.closing = true;
         self.finish_closing();
-    }
-}
-
-impl Handler<IsPresent> for ChatRoom {
-    type Result = bool;
-
-    fn handle(&mut self, msg: IsPresent, _: &mut Context<Self>) -> bool {
-        self.sessions
-            .values()
-            .any(|s| s.visible && s.user_id == msg.user_id)
     }
 }

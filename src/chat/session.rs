@@ -17,9 +17,13 @@ use bytestring::ByteString;
 use tokio::sync::{Notify, mpsc};
 
 use super::frames::{ClientFrame, MAX_PENDING_SENDS, ServerFrame, parse_client_frame};
-use super::room::{ChatDeps, ChatRoom, Join, Leave, Post, SetVisible};
+use super::messages::{CloseSession, Deliver, Join, Leave, Post, SetVisible};
+use super::room::ChatRoom;
 use super::store::{self, Page};
 use crate::auth::sessions::SessionLease;
+use crate::config::Timing;
+use crate::metrics::Metrics;
+use crate::store::Db;
 
 /// The close code when the session's token was revoked (logout) or expired: log in again.
 pub const CLOSE_TOKEN_ENDED: u16 = 4001;
@@ -42,50 +46,15 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// committed in between would go out live and then again in the resume, out of order.
 const JOIN_HOLD: Duration = Duration::from_secs(1);
 
+/// What a session needs from the application: history reads for resume, its gauges, timing.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub db: Db,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+}
+
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// A frame from the room. `seq` is set on `message` frames so the session can keep seq order
-/// while it resumes; `answers` marks the ack or refusal of one of the session's `send`s.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub seq: Option<i64>,
-    pub answers: bool,
-    pub frame: ByteString,
-}
-
-impl Deliver {
-    /// A committed message, to every session.
-    pub fn message(seq: i64, frame: ByteString) -> Self {
-        Deliver {
-            seq: Some(seq),
-            answers: false,
-            frame,
-        }
-    }
-    /// Any other frame that answers nothing (presence).
-    pub fn notice(frame: ByteString) -> Self {
-        Deliver {
-            seq: None,
-            answers: false,
-            frame,
-        }
-    }
-    /// The ack or the refusal of a `send`.
-    pub fn answer(frame: ByteString) -> Self {
-        Deliver {
-            seq: None,
-            answers: true,
-            frame,
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseSession {
-    pub code: u16,
-}
 
 /// The writer task ended (it gave up on the client, sent the close, or the client is gone).
 #[derive(Message)]
@@ -160,7 +129,7 @@ pub struct WsSession {
     user_id: i64,
     family_id: i64,
     room: Addr<ChatRoom>,
-    deps: ChatDeps,
+    deps: SessionDeps,
     out: mpsc::UnboundedSender<Out>,
     outbox: Arc<Outbox>,
     last_heard: Instant,
@@ -186,7 +155,7 @@ impl WsSession {
         user_id: i64,
         family_id: i64,
         room: Addr<ChatRoom>,
-        deps: ChatDeps,
+        deps: SessionDeps,
         ws: actix_ws::Session,
         incoming: actix_ws::MessageStream,
         lease: SessionLease,
@@ -441,7 +410,8 @@ impl Actor for WsSession {
         let join = self.room.send(Join {
             session_id: self.id,
             user_id: self.user_id,
-            session: ctx.address(),
+            deliver: ctx.address().recipient(),
+            close: ctx.address().recipient(),
         });
         ctx.wait(join.into_actor(self).map(|joined, act, ctx| match joined {
             Ok(Ok(hello)) => {

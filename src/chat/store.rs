@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use sea_orm::{ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect};
 
 use super::frames::ChatMessage;
-use crate::error::ApiError;
 use crate::store::Db;
+use crate::store::StoreError;
 use crate::store::entities::{family, message, user};
 
 /// How many recent client ids a room remembers; older resends are checked in the database.
@@ -28,11 +28,11 @@ struct RecentRow {
     client_id: String,
 }
 
-pub async fn load_room(db: &Db, family_id: i64) -> Result<RoomStart, ApiError> {
+pub async fn load_room(db: &Db, family_id: i64) -> Result<RoomStart, StoreError> {
     let family = family::Entity::find_by_id(family_id)
         .one(&db.read)
         .await?
-        .ok_or_else(|| ApiError::internal(format!("family {family_id} missing")))?;
+        .ok_or_else(|| StoreError::missing(format!("family {family_id}")))?;
     let members = user::Entity::find()
         .filter(user::Column::Id.is_in([family.parent_id, family.child_id]))
         .all(&db.read)
@@ -69,7 +69,7 @@ pub async fn seq_of(
     family_id: i64,
     sender_id: i64,
     client_id: &str,
-) -> Result<Option<i64>, ApiError> {
+) -> Result<Option<i64>, StoreError> {
     Ok(message::Entity::find()
         .filter(message::Column::FamilyId.eq(family_id))
         .filter(message::Column::SenderId.eq(sender_id))
@@ -91,7 +91,7 @@ pub async fn page(
     family_id: i64,
     page: Page,
     limit: u64,
-) -> Result<Vec<ChatMessage>, ApiError> {
+) -> Result<Vec<ChatMessage>, StoreError> {
     let query = message::Entity::find().filter(message::Column::FamilyId.eq(family_id));
     let mut rows = match page {
         Page::After(seq) => {
@@ -133,7 +133,7 @@ pub async fn page(
         .collect())
 }
 
-pub async fn last_seq(db: &Db, family_id: i64) -> Result<i64, ApiError> {
+pub async fn last_seq(db: &Db, family_id: i64) -> Result<i64, StoreError> {
     Ok(message::Entity::find()
         .filter(message::Column::FamilyId.eq(family_id))
         .order_by_desc(message::Column::Seq)
@@ -142,7 +142,7 @@ pub async fn last_seq(db: &Db, family_id: i64) -> Result<i64, ApiError> {
         .map_or(0, |m| m.seq))
 }
 
-async fn member_names(db: &Db, family_id: i64) -> Result<HashMap<i64, String>, ApiError> {
+async fn member_names(db: &Db, family_id: i64) -> Result<HashMap<i64, String>, StoreError> {
     Ok(user::Entity::find()
         .filter(user::Column::FamilyId.eq(family_id))
         .all(&db.read)

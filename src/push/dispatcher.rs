@@ -30,7 +30,8 @@ use actix::prelude::*;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::Semaphore;
 
-use super::endpoint::{EndpointPolicy, Route, Unroutable};
+use super::delivery::{Http, Outcome};
+use super::endpoint::EndpointPolicy;
 use super::fcm::Fcm;
 use super::web::WebPush;
 use super::{Notification, VapidKeys};
@@ -117,54 +118,6 @@ pub struct PushSettings {
     pub tls: Arc<rustls::ClientConfig>,
     /// FCM, when the server has credentials.
     pub fcm: Option<Fcm>,
-}
-
-/// The result of one try to one target.
-pub enum Outcome {
-    Delivered,
-    /// The provider says the target no longer exists: delete it.
-    Gone,
-    /// The address resolved only to addresses the policy refuses: never contacted, kept.
-    Blocked(String),
-    /// Worth another try, after `after` when the provider said so (`Retry-After`).
-    Retry {
-        why: String,
-        after: Option<Duration>,
-    },
-    /// Refused for good (another try would be refused too): given up at once.
-    Failed(String),
-}
-
-impl Outcome {
-    pub fn retry(why: impl Into<String>) -> Outcome {
-        Outcome::Retry {
-            why: why.into(),
-            after: None,
-        }
-    }
-}
-
-/// The HTTP side shared by the providers: one client, and the endpoint policy applied to every
-/// address before it is contacted.
-pub struct Http {
-    client: awc::Client,
-    policy: EndpointPolicy,
-}
-
-impl Http {
-    /// A POST to `url`, connecting only where the policy allows (its host resolved now).
-    pub async fn post(&self, url: &str) -> Result<awc::ClientRequest, Outcome> {
-        let route = match self.policy.resolve(url).await {
-            Ok(route) => route,
-            Err(Unroutable::Blocked(why)) => return Err(Outcome::Blocked(why)),
-            Err(Unroutable::Unresolved(why)) => return Err(Outcome::retry(why)),
-        };
-        let request = self.client.post(url);
-        Ok(match route {
-            Route::Address(address) => request.address(address),
-            Route::AsWritten => request,
-        })
-    }
 }
 
 struct Shared {

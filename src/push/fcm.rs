@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Notification;
-use super::dispatcher::{Http, Outcome};
+use super::delivery::{Http, Outcome};
 use super::endpoint::EndpointPolicy;
 use crate::metrics::Metrics;
 

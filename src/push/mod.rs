@@ -2,6 +2,7 @@
 //! request path to every target of the member: browsers by Web Push (`web`: RFC 8291 aes128gcm
 //! payloads, RFC 8292 VAPID with the server's `keys`) and the mobile app by FCM HTTP v1 (`fcm`),
 //! both under one endpoint policy and one TLS configuration.
+pub mod delivery;
 pub mod dispatcher;
 pub mod endpoint;
 pub mod fcm;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use web_push::{ContentEncoding, SubscriptionInfo, VapidSignature, WebPushMessageBuilder};
 
-use super::dispatcher::{Http, Outcome};
+use super::delivery::{Http, Outcome};
 use super::{Notification, VapidKeys};
 use crate::store::entities::push_subscription;
 

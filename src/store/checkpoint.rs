@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{DatabaseConnection, DbErr};
 
-use super::persister::{FinishCheckpoint, Persister};
+use super::sqlite::passive_checkpoint;
 use crate::metrics::Metrics;
 
 /// How often the Checkpointer looks for new commits.
@@ -52,32 +52,14 @@ fn restart_due(bytes: i64, since: Duration) -> bool {
 const MAX_PASSES: usize = 4;
 const FINAL_PASS_FRAMES: i64 = 256;
 
-/// The database's page size: the size of a WAL frame's page.
-pub async fn page_size(conn: &impl ConnectionTrait) -> Result<i64, DbErr> {
-    conn.query_one_raw(Statement::from_string(
-        DbBackend::Sqlite,
-        "PRAGMA page_size",
-    ))
-    .await?
-    .ok_or_else(|| DbErr::Custom("page_size returned no row".to_owned()))?
-    .try_get_by_index(0)
-}
-
-/// Runs `PRAGMA wal_checkpoint(PASSIVE)`; returns the frames in the WAL and the frames copied.
-pub async fn passive_checkpoint(conn: &impl ConnectionTrait) -> Result<(i64, i64), DbErr> {
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "PRAGMA wal_checkpoint(PASSIVE)",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("wal_checkpoint returned no row".to_owned()))?;
-    Ok((row.try_get_by_index(1)?, row.try_get_by_index(2)?))
-}
+/// Asks the Persister to run a passive WAL checkpoint on the writer connection between batches.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FinishCheckpoint;
 
 pub struct Checkpointer {
     conn: DatabaseConnection,
-    persister: Addr<Persister>,
+    persister: Recipient<FinishCheckpoint>,
     metrics: Arc<Metrics>,
     /// `metrics.batches()` when the last checkpoint started.
     seen_batches: u64,
@@ -91,7 +73,7 @@ impl Checkpointer {
     pub fn new(
         conn: DatabaseConnection,
         page_size: i64,
-        persister: Addr<Persister>,
+        persister: Recipient<FinishCheckpoint>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Checkpointer {

@@ -1,19 +1,21 @@
 //! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
 pub mod checkpoint;
 pub mod entities;
+pub mod error;
 pub mod fault;
 pub mod persister;
 mod sql;
+pub mod sqlite;
 
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     Statement,
 };
 
+pub use error::StoreError;
 pub use fault::{DB_TIMEOUT, Fault, WriteHealth, fault_of};
 pub use sql::BatchSql;
 
@@ -50,10 +52,10 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
             ensure_sqlite_dir(url);
-            let write = Database::connect(sqlite_options(url, 1, false)).await?;
+            let write = Database::connect(sqlite::options(url, 1, false)).await?;
             // Readers connect after the writer created the file and switched it to WAL.
-            let read = Database::connect(sqlite_options(url, 4, true)).await?;
-            let checkpoint = Database::connect(sqlite_options(url, 1, true)).await?;
+            let read = Database::connect(sqlite::options(url, 4, true)).await?;
+            let checkpoint = Database::connect(sqlite::options(url, 1, true)).await?;
             Ok(Db {
                 write,
                 read,
@@ -185,49 +187,6 @@ impl Db {
 
 /// How long `/healthz` waits for the database: well inside the 5 s in which it must answer.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `autocheckpoint: false` turns SQLite's automatic WAL checkpoint off on these connections.
-fn sqlite_options(url: &str, connections: u32, autocheckpoint: bool) -> ConnectOptions {
-    let mut url = url.to_owned();
-    if !url.contains("mode=") {
-        url.push_str(if url.contains('?') {
-            "&mode=rwc"
-        } else {
-            "?mode=rwc"
-        });
-    }
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(connections)
-        .min_connections(1)
-        .acquire_timeout(DB_TIMEOUT)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(move |opts| {
-            let opts = opts
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-                // A multi-row statement inside a transaction keeps a statement journal (to undo
-                // itself alone on a constraint error); past 64 KiB SQLite spills it to a temp
-                // file, a write syscall per page. `perf` put ~6 % of the server's CPU there
-                // under board load; in memory the Persister's batches commit ~15 % sooner.
-                .pragma("temp_store", "memory")
-                // Set when SQLite creates the file (an existing file keeps its own). Each commit
-                // writes every page it changed to the WAL, and a chat message or board change
-                // changes a leaf in each of two or three indexes, at random places in the file:
-                // with 1 KiB pages a chat message at 10k msgs/s wrote ~4 KiB of WAL instead of
-                // ~10.7 KiB with 4 KiB pages, checkpoints copy less, and commits got cheaper
-                // (board benchmark 28.8–29.2k against 26.5–27.8k changes/s).
-                .page_size(1024);
-            if autocheckpoint {
-                opts
-            } else {
-                opts.pragma("wal_autocheckpoint", "0")
-            }
-        });
-    options
-}
 
 /// Creates the directory of a `sqlite://path/to/file.db` URL so the first start just works.
 fn ensure_sqlite_dir(url: &str) {

@@ -14,7 +14,7 @@
 //! connection was lost, the pool timed out, the disk is full) is not committed again apart (each
 //! part would only fail the same way, up to [`DB_TIMEOUT`] each); every waiter gets the fault. A
 //! commit that does not finish within [`DB_TIMEOUT`] is abandoned, and its waiters get
-//! [`PersistError::Uncertain`]: the transaction may still land later (COMMIT may have reached the
+//! [`PersistError::Store(StoreError::Uncertain)`]: the transaction may still land later (COMMIT may have reached the
 //! server; PostgreSQL ends it by itself after `statement_timeout` /
 //! `idle_in_transaction_session_timeout`), so it is neither acknowledged (only what is known to be
 //! committed is) nor assumed lost. The FamilyBoard and the ChatRoom reload from the database
@@ -33,8 +33,11 @@ use sea_orm::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::checkpoint::FinishCheckpoint;
+use super::error::StoreError;
 use super::{BatchSql, DB_TIMEOUT, Db, Fault, fault_of};
 use crate::metrics::Metrics;
+use crate::status::{BoardStatus, HistoryKind};
 
 /// The most changes one transaction takes.
 pub const MAX_BATCH: usize = 4096;
@@ -45,6 +48,8 @@ const MAILBOX: usize = 1 << 16;
 /// The largest keeps the widest statement (11 columns) far below SQLite's 32,766 parameters.
 const CHUNKS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
+/// Why the Persister did not commit a write: the write-specific refusals, found by the guards in
+/// its statements, or the database's failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
     #[error("the family's board changed underneath (another server?)")]
@@ -53,33 +58,21 @@ pub enum PersistError {
     WishNotAvailable,
     #[error("the mission is no longer submitted")]
     MissionLocked,
-    #[error("database: {0}")]
-    Database(String),
-    /// The database is not available (nothing of the write was applied, or see `Uncertain`).
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The commit did not finish within [`DB_TIMEOUT`] or lost its connection on the way: it may
-    /// or may not have been applied. Not acknowledged; the writer must reload before going on.
-    #[error("the commit's outcome is unknown (timed out or connection lost)")]
-    Uncertain,
-    /// The database's disk is full; nothing was applied.
-    #[error("database storage full: {0}")]
-    StorageFull(String),
-    #[error("the persister stopped")]
-    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One grape ledger row.
 #[derive(Clone, Debug)]
 pub struct EventRow {
-    pub kind: &'static str,
+    pub kind: HistoryKind,
     pub count: i32,
     pub by_user_id: i64,
     pub idem_key: Option<String>,
     /// The board's state after the change that wrote this event.
     pub granted: i32,
     pub attached: i32,
-    pub status: &'static str,
+    pub status: BoardStatus,
     pub at: DateTime<Utc>,
 }
 
@@ -195,11 +188,6 @@ pub struct Persister {
     checkpoint: bool,
 }
 
-/// Asks the Persister to run a passive WAL checkpoint on the writer connection between batches.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FinishCheckpoint;
-
 impl Persister {
     pub fn new(db: Db, metrics: Arc<Metrics>) -> Self {
         Persister {
@@ -224,7 +212,7 @@ impl Persister {
             let db = self.db.clone();
             let started = std::time::Instant::now();
             ctx.spawn(
-                async move { super::checkpoint::passive_checkpoint(&db.write).await }
+                async move { super::sqlite::passive_checkpoint(&db.write).await }
                     .into_actor(self)
                     .map(move |result, act, ctx| {
                         match result {
@@ -291,10 +279,10 @@ fn take_batch(queue: &mut Vec<(Instant, Write)>) -> Result<(Vec<Write>, Instant)
     for (due, pending) in queue.drain(..) {
         if batch.len() < MAX_BATCH && families.insert(pending.slot()) {
             if due <= now {
-                pending.refuse(PersistError::Unavailable(format!(
+                pending.refuse(PersistError::Store(StoreError::Unavailable(format!(
                     "waited over {} s for the database",
                     DB_TIMEOUT.as_secs()
-                )));
+                ))));
                 continue;
             }
             deadline = Some(deadline.map_or(due, |d| d.min(due)));
@@ -333,7 +321,11 @@ impl Handler<CommitBoard> for Persister {
             .health
             .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or(Err(PersistError::Store(StoreError::Stopped)))
+        })
     }
 }
 
@@ -357,7 +349,11 @@ impl Handler<CommitMessages> for Persister {
             .health
             .set_waiting(self.in_flight + self.queue.len());
         self.kick(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(PersistError::Stopped)) })
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or(Err(PersistError::Store(StoreError::Stopped)))
+        })
     }
 }
 
@@ -414,10 +410,12 @@ async fn commit_and_reply(
     } else {
         db.health.succeeded();
     }
-    let ok = board_results
-        .iter()
-        .all(|r| !matches!(r, Err(PersistError::Conflict | PersistError::Database(_))))
-        && chat_results.iter().all(Result::is_ok)
+    let ok = board_results.iter().all(|r| {
+        !matches!(
+            r,
+            Err(PersistError::Conflict | PersistError::Store(StoreError::Database(_)))
+        )
+    }) && chat_results.iter().all(Result::is_ok)
         && !faulted;
     let messages: usize = groups
         .iter()
@@ -441,10 +439,7 @@ async fn commit_and_reply(
 impl PersistError {
     /// A failure of the database, not of the write.
     pub fn is_fault(&self) -> bool {
-        matches!(
-            self,
-            PersistError::Unavailable(_) | PersistError::Uncertain | PersistError::StorageFull(_)
-        )
+        matches!(self, PersistError::Store(err) if err.is_fault())
     }
 }
 
@@ -498,8 +493,8 @@ async fn commit_apart(
         changes.len(),
         groups.len()
     );
-    let mut board = vec![Err(PersistError::Stopped); changes.len()];
-    let mut chat = vec![Err(PersistError::Stopped); groups.len()];
+    let mut board = vec![Err(PersistError::Store(StoreError::Stopped)); changes.len()];
+    let mut chat = vec![Err(PersistError::Store(StoreError::Stopped)); groups.len()];
     let units: Vec<Unit> = (0..changes.len())
         .map(Unit::Board)
         .chain((0..groups.len()).map(Unit::Chat))
@@ -588,15 +583,17 @@ impl BatchFailure {
     fn fault_error(&self) -> Option<PersistError> {
         match self {
             BatchFailure::Conflict => None,
-            BatchFailure::TimedOut => Some(PersistError::Uncertain),
+            BatchFailure::TimedOut => Some(PersistError::Store(StoreError::Uncertain)),
             BatchFailure::Database(err) => match fault_of(err)? {
-                Fault::StorageFull => Some(PersistError::StorageFull(err.to_string())),
+                Fault::StorageFull => Some(PersistError::Store(StoreError::StorageFull(
+                    err.to_string(),
+                ))),
                 // No connection was had: nothing was sent, nothing applied.
-                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => {
-                    Some(PersistError::Unavailable(err.to_string()))
-                }
+                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => Some(
+                    PersistError::Store(StoreError::Unavailable(err.to_string())),
+                ),
                 // The connection failed on the way: perhaps during COMMIT.
-                Fault::Unavailable => Some(PersistError::Uncertain),
+                Fault::Unavailable => Some(PersistError::Store(StoreError::Uncertain)),
             },
         }
     }
@@ -607,8 +604,10 @@ impl BatchFailure {
         }
         match self {
             BatchFailure::Conflict => PersistError::Conflict,
-            BatchFailure::Database(err) => PersistError::Database(err.to_string()),
-            BatchFailure::TimedOut => PersistError::Uncertain,
+            BatchFailure::Database(err) => {
+                PersistError::Store(StoreError::Database(err.to_string()))
+            }
+            BatchFailure::TimedOut => PersistError::Store(StoreError::Uncertain),
         }
     }
 }

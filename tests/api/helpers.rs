@@ -82,7 +82,7 @@ async fn start(config: &Config) -> (String, Stopper, podo::store::Db) {
         .expect("server starts");
     let base = format!("http://{}", app.address());
     let stopper = app.stopper();
-    let db = app.state().db.clone();
+    let db = app.db();
     actix_web::rt::spawn(app.run_until_stopped());
     (base, stopper, db)
 }
