@@ -10,17 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 /// What a family's actor committed, as the other nodes need to hear of it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The board moved to `version` (the nodes reload it from the database).
     Board { version: i64 },
-    /// A chat message was stored with `seq`; `message` is its `message` frame's JSON.
-    Message {
-        seq: i64,
-        message: serde_json::Value,
-    },
+    /// A chat message was stored with `seq`; `frame` is its `message` frame, as sent to clients.
+    Message { seq: i64, frame: ByteString },
     /// A member entered (`present`) or left the room on the publishing node.
     Presence { user_id: i64, present: bool },
 }

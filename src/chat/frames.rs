@@ -1,5 +1,6 @@
 //! WebSocket frames (API.md "Chat"): what clients send, and what the server sends, pre-encoded
 //! once so that a message fans out to every session as the same shared string.
+use crate::error::ErrorCode;
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,7 @@ pub enum ServerFrame<'a> {
         present: bool,
     },
     Error {
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
     },
 }
@@ -79,13 +80,13 @@ impl ServerFrame<'_> {
 
 /// Why a client frame is refused: an `error` frame's code and message (the connection stays
 /// open).
-pub type Refusal = (&'static str, &'static str);
+pub type Refusal = (ErrorCode, &'static str);
 
 /// Parses one client text frame and checks a `send`: any text gives a frame, or the code and
 /// message of the `error` frame that answers it.
-pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (&'static str, String)> {
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
     let frame = serde_json::from_str::<ClientFrame>(text)
-        .map_err(|err| ("invalid_frame", format!("not a valid frame: {err}")))?;
+        .map_err(|err| (ErrorCode::InvalidFrame, format!("not a valid frame: {err}")))?;
     if let ClientFrame::Send { client_id, text } = &frame {
         check_send(client_id, text).map_err(|(code, message)| (code, message.to_owned()))?;
     }
@@ -97,18 +98,27 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (&'static str, Stri
 /// cannot be stored must not reach the Persister's shared batch.
 pub fn check_send(client_id: &str, text: &str) -> Result<(), Refusal> {
     if client_id.as_bytes().contains(&0) || text.as_bytes().contains(&0) {
-        return Err(("invalid_text", "client_id and text must not contain U+0000"));
+        return Err((
+            ErrorCode::InvalidText,
+            "client_id and text must not contain U+0000",
+        ));
     }
     let id_len = client_id.chars().count();
     if id_len == 0 || id_len > MAX_CLIENT_ID_CHARS {
-        return Err(("invalid_client_id", "client_id must be 1-64 characters"));
+        return Err((
+            ErrorCode::InvalidClientId,
+            "client_id must be 1-64 characters",
+        ));
     }
     let text_len = text.chars().count();
     if text_len == 0 {
-        return Err(("text_empty", "text must not be empty"));
+        return Err((ErrorCode::TextEmpty, "text must not be empty"));
     }
     if text_len > MAX_TEXT_CHARS {
-        return Err(("text_too_long", "text must be at most 2000 characters"));
+        return Err((
+            ErrorCode::TextTooLong,
+            "text must be at most 2000 characters",
+        ));
     }
     Ok(())
 }
@@ -123,30 +133,42 @@ mod tests {
         assert!(check_send("a", &"가".repeat(2000)).is_ok());
         assert_eq!(
             check_send("a", &"가".repeat(2001)).unwrap_err().0,
-            "text_too_long"
+            ErrorCode::TextTooLong
         );
-        assert_eq!(check_send("a", "").unwrap_err().0, "text_empty");
-        assert_eq!(check_send("", "x").unwrap_err().0, "invalid_client_id");
+        assert_eq!(check_send("a", "").unwrap_err().0, ErrorCode::TextEmpty);
+        assert_eq!(
+            check_send("", "x").unwrap_err().0,
+            ErrorCode::InvalidClientId
+        );
         assert_eq!(
             check_send(&"c".repeat(65), "x").unwrap_err().0,
-            "invalid_client_id"
+            ErrorCode::InvalidClientId
         );
     }
 
     #[test]
     fn u0000_is_refused_in_text_and_client_id() {
-        assert_eq!(check_send("a", "bad\0text").unwrap_err().0, "invalid_text");
-        assert_eq!(check_send("id\0", "text").unwrap_err().0, "invalid_text");
+        assert_eq!(
+            check_send("a", "bad\0text").unwrap_err().0,
+            ErrorCode::InvalidText
+        );
+        assert_eq!(
+            check_send("id\0", "text").unwrap_err().0,
+            ErrorCode::InvalidText
+        );
         let frame = r#"{"type":"send","client_id":"c","text":"a\u0000b"}"#;
-        assert_eq!(parse_client_frame(frame).unwrap_err().0, "invalid_text");
+        assert_eq!(
+            parse_client_frame(frame).unwrap_err().0,
+            ErrorCode::InvalidText
+        );
     }
 
-    const CODES: [&str; 5] = [
-        "invalid_frame",
-        "invalid_text",
-        "invalid_client_id",
-        "text_empty",
-        "text_too_long",
+    const CODES: [ErrorCode; 5] = [
+        ErrorCode::InvalidFrame,
+        ErrorCode::InvalidText,
+        ErrorCode::InvalidClientId,
+        ErrorCode::TextEmpty,
+        ErrorCode::TextTooLong,
     ];
 
     /// Frames that are nearly right: a known type with fields of any JSON kind.
@@ -202,7 +224,7 @@ mod tests {
                     // The refusal is sent back as an `error` frame that is valid JSON.
                     let frame = ServerFrame::Error { code, message: &message }.encode();
                     let parsed: serde_json::Value = serde_json::from_str(&frame).expect("JSON");
-                    prop_assert_eq!(parsed["code"].as_str(), Some(code));
+                    prop_assert_eq!(parsed["code"].as_str(), Some(code.as_str()));
                 }
             }
         }

@@ -4,7 +4,7 @@
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use crate::error::ApiError;
+use super::error::ChatError;
 
 /// A session enters the room; answered with what the `hello` frame says.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct Hello {
 }
 
 impl Message for Join {
-    type Result = Result<Hello, ApiError>;
+    type Result = Result<Hello, ChatError>;
 }
 
 #[derive(Message)]
@@ -56,7 +56,7 @@ pub struct CloseRoom;
 
 /// A frame from the room. `seq` is set on `message` frames so the session can keep seq order
 /// while it resumes; `answers` marks the ack or refusal of one of the session's `send`s.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver {
     pub seq: Option<i64>,

@@ -1,5 +1,6 @@
 //! Family chat over WebSocket: the ChatRoom actor per family (sessions, presence, seq, group
 //! commit), the WS session actor per connection, frames, and history reads.
+pub mod error;
 pub mod frames;
 pub mod messages;
 pub mod room;

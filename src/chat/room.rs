@@ -4,18 +4,21 @@
 //!
 //! Only one group of a room is in the Persister at a time: the next group is formed when the
 //! previous one committed, so a failed commit never leaves a gap in the family's seqs.
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::error::ChatError;
 use super::frames::{ChatMessage, ServerFrame};
 use super::messages::{CloseRoom, CloseSession, Deliver, Hello, Join, Leave, Post, SetVisible};
 use super::store::{self, CLIENT_ID_WINDOW, RoomStart};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::fanout::{Event, Fanout};
 use crate::model;
 use crate::push::Notification;
+use crate::recent::RecentKeys;
 use crate::registry::deregister;
 use crate::store::StoreError;
 use crate::store::persister::{CommitMessages, MessageRow, PersistError};
@@ -32,7 +35,6 @@ pub type ChatDeps = crate::registry::FamilyDeps<ChatRoom>;
 struct SessionEntry {
     user_id: i64,
     visible: bool,
-    deliver: Recipient<Deliver>,
     close: Recipient<CloseSession>,
 }
 
@@ -48,10 +50,10 @@ type Key = (i64, String);
 struct RoomState {
     last_seq: i64,
     members: HashMap<i64, String>,
-    recent: HashMap<Key, i64>,
-    recent_order: VecDeque<Key>,
-    /// `recent` holds every message of the room, so a miss there means a new client id.
-    complete: bool,
+    recent: RecentKeys<Key, i64>,
+    /// The room started with every message in `recent`: while nothing was forgotten since, a
+    /// miss there means a new client id.
+    started_complete: bool,
 }
 
 impl RoomState {
@@ -59,26 +61,18 @@ impl RoomState {
         let mut state = RoomState {
             last_seq: start.last_seq,
             members: start.members,
-            recent: HashMap::new(),
-            recent_order: VecDeque::new(),
-            complete: start.complete,
+            recent: RecentKeys::new(CLIENT_ID_WINDOW),
+            started_complete: start.complete,
         };
         for (key, seq) in start.recent {
-            state.remember(key, seq);
+            state.recent.insert(key, seq);
         }
         state
     }
 
-    fn remember(&mut self, key: Key, seq: i64) {
-        if self.recent.insert(key.clone(), seq).is_none() {
-            self.recent_order.push_back(key);
-        }
-        while self.recent_order.len() > CLIENT_ID_WINDOW {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent.remove(&old);
-                self.complete = false;
-            }
-        }
+    /// `recent` holds every message of the room.
+    fn complete(&self) -> bool {
+        self.started_complete && !self.recent.evicted()
     }
 }
 
@@ -87,6 +81,9 @@ pub struct ChatRoom {
     deps: ChatDeps,
     state: Option<RoomState>,
     sessions: HashMap<u64, SessionEntry>,
+    /// Where the sessions' frames go: this node's sessions (keyed like `sessions`) and the other
+    /// nodes.
+    fanout: Fanout<Deliver>,
     /// Accepted, not yet handed to the Persister.
     pending: Vec<Outgoing>,
     /// Sessions to ack per client id that is pending or being committed.
@@ -98,11 +95,13 @@ pub struct ChatRoom {
 
 impl ChatRoom {
     pub fn new(family_id: i64, deps: ChatDeps) -> Self {
+        let fanout = Fanout::new(family_id, deps.bus.clone());
         ChatRoom {
             family_id,
             deps,
             state: None,
             sessions: HashMap::new(),
+            fanout,
             pending: Vec::new(),
             waiting: HashMap::new(),
             in_flight: false,
@@ -121,8 +120,8 @@ impl ChatRoom {
 
     /// Sends the ack or refusal of one of its `send`s to a session.
     fn answer(&self, session_id: u64, frame: ByteString) {
-        if let Some(session) = self.sessions.get(&session_id) {
-            session.deliver.do_send(Deliver::answer(frame));
+        if let Some(session) = self.fanout.get(session_id) {
+            session.do_send(Deliver::answer(frame));
         }
     }
 
@@ -133,10 +132,14 @@ impl ChatRoom {
             .symmetric_difference(&after)
             .map(|&u| (u, after.contains(&u)))
         {
+            self.fanout
+                .publish_only(Event::Presence { user_id, present });
             let frame = ServerFrame::Presence { user_id, present }.encode();
-            for (&id, session) in &self.sessions {
-                if Some(id) != except {
-                    session.deliver.do_send(Deliver::notice(frame.clone()));
+            for &id in self.sessions.keys() {
+                if Some(id) != except
+                    && let Some(session) = self.fanout.get(id)
+                {
+                    session.do_send(Deliver::notice(frame.clone()));
                 }
             }
         }
@@ -157,7 +160,7 @@ impl ChatRoom {
         }
         if self.waiting.len() >= MAX_ROOM_PENDING {
             let frame = ServerFrame::Error {
-                code: ErrorCode::TooManyPending.as_str(),
+                code: ErrorCode::TooManyPending,
                 message: "the family's room has too many messages waiting to be stored; send again after an ack",
             }
             .encode();
@@ -239,7 +242,7 @@ impl ChatRoom {
         for row in rows {
             state.last_seq = row.seq;
             let key = (row.sender_id, row.client_id);
-            state.remember(key.clone(), row.seq);
+            state.recent.insert(key.clone(), row.seq);
             let message = ChatMessage {
                 seq: row.seq,
                 sender_id: row.sender_id,
@@ -258,16 +261,17 @@ impl ChatRoom {
             }
             .encode();
             for session_id in self.waiting.remove(&key).unwrap_or_default() {
-                if let Some(session) = self.sessions.get(&session_id) {
-                    session.deliver.do_send(Deliver::answer(ack.clone()));
+                if let Some(session) = self.fanout.get(session_id) {
+                    session.do_send(Deliver::answer(ack.clone()));
                 }
             }
             let frame = ServerFrame::Message(&message).encode();
-            for session in self.sessions.values() {
-                session
-                    .deliver
-                    .do_send(Deliver::message(row.seq, frame.clone()));
-            }
+            let event = Event::Message {
+                seq: row.seq,
+                frame: frame.clone(),
+            };
+            self.fanout
+                .committed(event, Deliver::message(row.seq, frame));
             for &member in state.members.keys() {
                 if member != row.sender_id && !present.contains(&member) {
                     self.deps
@@ -287,7 +291,7 @@ impl ChatRoom {
         );
         for key in keys {
             let frame = ServerFrame::Error {
-                code: ErrorCode::NotStored.as_str(),
+                code: ErrorCode::NotStored,
                 message: "the message could not be stored; send it again",
             }
             .encode();
@@ -312,7 +316,7 @@ impl ChatRoom {
                 for m in &group {
                     stored.push(store::seq_of(&db, family_id, m.sender_id, &m.client_id).await?);
                 }
-                Ok::<_, ApiError>((start, group, stored))
+                Ok::<_, StoreError>((start, group, stored))
             }
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
@@ -377,11 +381,14 @@ impl ChatRoom {
             for (_, session) in self.sessions.drain() {
                 session.close.do_send(CloseSession { code: 1001 });
             }
+            self.fanout.drain().for_each(drop);
         }
     }
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        self.sessions.retain(|_, s| s.deliver.connected());
+        self.fanout.prune();
+        let fanout = &self.fanout;
+        self.sessions.retain(|id, _| fanout.get(*id).is_some());
         let idle = self.last_active.elapsed() >= self.deps.timing.family_idle();
         if idle && self.sessions.is_empty() && self.pending.is_empty() && !self.in_flight {
             deregister(&self.deps.actors, self.family_id, &ctx.address());
@@ -407,7 +414,7 @@ impl Actor for ChatRoom {
 }
 
 impl Handler<Join> for ChatRoom {
-    type Result = AtomicResponse<Self, Result<Hello, ApiError>>;
+    type Result = AtomicResponse<Self, Result<Hello, ChatError>>;
 
     fn handle(&mut self, join: Join, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
@@ -433,10 +440,10 @@ impl Handler<Join> for ChatRoom {
                     SessionEntry {
                         user_id: join.user_id,
                         visible: true,
-                        deliver: join.deliver,
                         close: join.close,
                     },
                 );
+                act.fanout.add(join.session_id, join.deliver);
                 act.announce_presence(&before, Some(join.session_id));
                 Ok(Hello {
                     last_seq: act.state.as_ref().map_or(0, |s| s.last_seq),
@@ -454,6 +461,7 @@ impl Handler<Leave> for ChatRoom {
         self.last_active = Instant::now();
         let before = self.present();
         self.sessions.remove(&leave.session_id);
+        self.fanout.remove(leave.session_id);
         for waiters in self.waiting.values_mut() {
             waiters.retain(|&id| id != leave.session_id);
         }
@@ -479,10 +487,11 @@ impl Handler<Post> for ChatRoom {
 
     fn handle(&mut self, post: Post, ctx: &mut Context<Self>) {
         self.last_active = Instant::now();
-        let complete = self.state.as_ref().is_some_and(|s| s.complete);
+        let complete = self.state.as_ref().is_some_and(RoomState::complete);
         let key_known = self.state.as_ref().is_some_and(|s| {
             s.recent
-                .contains_key(&(post.sender_id, post.client_id.clone()))
+                .get(&(post.sender_id, post.client_id.clone()))
+                .is_some()
         });
         if complete
             || key_known
@@ -512,7 +521,7 @@ impl Handler<Post> for ChatRoom {
                     Err(err) => {
                         log::error!("family {family_id}: client id lookup failed: {err}");
                         let frame = ServerFrame::Error {
-                            code: ErrorCode::NotStored.as_str(),
+                            code: ErrorCode::NotStored,
                             message: "the message could not be stored; send it again",
                         }
                         .encode();

@@ -22,6 +22,7 @@ use super::room::ChatRoom;
 use super::store::{self, Page};
 use crate::auth::sessions::SessionLease;
 use crate::config::Timing;
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::store::Db;
 
@@ -219,7 +220,7 @@ impl WsSession {
         self.enqueue(Out::Text(frame), ctx);
     }
 
-    fn error(&mut self, code: &str, message: &str, ctx: &mut Context<Self>) {
+    fn error(&mut self, code: ErrorCode, message: &str, ctx: &mut Context<Self>) {
         self.push(ServerFrame::Error { code, message }.encode(), ctx);
     }
 
@@ -286,7 +287,7 @@ impl WsSession {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err((code, message)) => {
-                if code != "invalid_frame" {
+                if code != ErrorCode::InvalidFrame {
                     // A well-formed send that was refused still ends the join hold.
                     self.release(ctx);
                 }
@@ -303,7 +304,7 @@ impl WsSession {
             ClientFrame::Send { client_id, text } => {
                 if self.pending_sends >= MAX_PENDING_SENDS {
                     return self.error(
-                        "too_many_pending",
+                        ErrorCode::TooManyPending,
                         "256 sends are waiting for their ack; wait for one, then send again",
                         ctx,
                     );
@@ -330,7 +331,7 @@ impl WsSession {
     /// taken for `--ws-timeout-secs`) or by the budget (live messages held meanwhile).
     fn resume(&mut self, after_seq: i64, ctx: &mut Context<Self>) {
         if self.resume_running {
-            return self.error("invalid_frame", "a resume is already running", ctx);
+            return self.error(ErrorCode::InvalidFrame, "a resume is already running", ctx);
         }
         self.resume_running = true;
         self.held.get_or_insert_with(Vec::new);
@@ -352,7 +353,7 @@ impl WsSession {
                     cursor = message.seq;
                 }
                 if (page.len() as u64) < RESUME_PAGE {
-                    return Ok::<_, crate::error::ApiError>(Resume::SentUpTo(cursor));
+                    return Ok::<_, crate::store::StoreError>(Resume::SentUpTo(cursor));
                 }
             }
         };
@@ -370,7 +371,7 @@ impl WsSession {
                 Ok(Resume::WriterGone) => return ctx.stop(),
                 Err(err) => {
                     log::error!("chat session {}: resume failed: {err}", act.id);
-                    act.error("internal", "resume failed; try again", ctx);
+                    act.error(ErrorCode::Internal, "resume failed; try again", ctx);
                 }
             }
             for (seq, frame) in act.take_held() {
@@ -456,7 +457,7 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for WsSession {
         match item {
             Ok(WsMessage::Text(text)) => self.on_frame(&text, ctx),
             Ok(WsMessage::Binary(_)) | Ok(WsMessage::Continuation(_)) => {
-                self.error("invalid_frame", "frames are JSON text", ctx)
+                self.error(ErrorCode::InvalidFrame, "frames are JSON text", ctx)
             }
             Ok(WsMessage::Ping(payload)) => {
                 // A copy: the payload may share the read buffer, which must not live on in the

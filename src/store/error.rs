@@ -52,3 +52,24 @@ impl From<DbErr> for StoreError {
         }
     }
 }
+
+/// Why the Persister did not commit a write: the write-specific refusals, found by the guards in
+/// its statements, or the database's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    #[error("the family's board changed underneath (another server?)")]
+    Conflict,
+    #[error("the wish is no longer available")]
+    WishNotAvailable,
+    #[error("the mission is no longer submitted")]
+    MissionLocked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PersistError {
+    /// A failure of the database, not of the write.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, PersistError::Store(err) if err.is_fault())
+    }
+}

@@ -1,4 +1,6 @@
 //! Storage: connections, migrations, entities, the Persister (group commit) and read queries.
+pub mod board_writes;
+pub mod chat_writes;
 pub mod checkpoint;
 pub mod entities;
 pub mod error;

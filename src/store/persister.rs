@@ -14,7 +14,7 @@
 //! connection was lost, the pool timed out, the disk is full) is not committed again apart (each
 //! part would only fail the same way, up to [`DB_TIMEOUT`] each); every waiter gets the fault. A
 //! commit that does not finish within [`DB_TIMEOUT`] is abandoned, and its waiters get
-//! [`PersistError::Store(StoreError::Uncertain)`]: the transaction may still land later (COMMIT may have reached the
+//! [`StoreError::Uncertain`]: the transaction may still land later (COMMIT may have reached the
 //! server; PostgreSQL ends it by itself after `statement_timeout` /
 //! `idle_in_transaction_session_timeout`), so it is neither acknowledged (only what is known to be
 //! committed is) nor assumed lost. The FamilyBoard and the ChatRoom reload from the database
@@ -26,120 +26,30 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait, Value,
-};
+use sea_orm::TransactionTrait;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use super::board_writes::{BoardChange, BoardOp, Committed, EventRow};
+pub use super::chat_writes::{CommitMessages, MessageRow};
+use super::chat_writes::{SINGLE_STATEMENT_ROWS, commit_messages_alone, message_rows};
 use super::checkpoint::FinishCheckpoint;
+pub use super::error::PersistError;
 use super::error::StoreError;
-use super::{BatchSql, DB_TIMEOUT, Db, Fault, fault_of};
+use super::sql::BatchFailure;
+use super::{BatchSql, DB_TIMEOUT, Db, board_writes, chat_writes};
 use crate::metrics::Metrics;
-use crate::status::{BoardStatus, HistoryKind};
 
 /// The most changes one transaction takes.
 pub const MAX_BATCH: usize = 4096;
 /// Requests waiting in the mailbox before senders wait; the handler moves them to the queue at once.
 const MAILBOX: usize = 1 << 16;
-/// Rows per multi-row statement, largest first: powers of two, so any batch takes at most one
-/// statement of each size (300 rows: 256 + 32 + 8 + 4) and the prepared statements stay few.
-/// The largest keeps the widest statement (11 columns) far below SQLite's 32,766 parameters.
-const CHUNKS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
-/// Why the Persister did not commit a write: the write-specific refusals, found by the guards in
-/// its statements, or the database's failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PersistError {
-    #[error("the family's board changed underneath (another server?)")]
-    Conflict,
-    #[error("the wish is no longer available")]
-    WishNotAvailable,
-    #[error("the mission is no longer submitted")]
-    MissionLocked,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// One grape ledger row.
-#[derive(Clone, Debug)]
-pub struct EventRow {
-    pub kind: HistoryKind,
-    pub count: i32,
-    pub by_user_id: i64,
-    pub idem_key: Option<String>,
-    /// The board's state after the change that wrote this event.
-    pub granted: i32,
-    pub attached: i32,
-    pub status: BoardStatus,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Clone, Debug)]
-pub enum BoardOp {
-    /// Insert a board on `wish_id` (which must still be `wished`; it becomes `picked`).
-    Create {
-        wish_id: i64,
-        size: i32,
-        at: DateTime<Utc>,
-    },
-    /// New counts; `completed` marks the board complete and its wish given.
-    Update {
-        board_id: i64,
-        granted: i32,
-        attached: i32,
-        completed: Option<(DateTime<Utc>, i64)>,
-    },
-    /// The board is cancelled and its wish is `wished` again.
-    Cancel {
-        board_id: i64,
-        wish_id: i64,
-        at: DateTime<Utc>,
-    },
-}
-
-/// A change to one family's board: the version it is based on (`version + 1` is written), what
-/// happens to the board row, and the ledger rows.
-#[derive(Clone, Debug)]
-pub struct BoardChange {
-    pub family_id: i64,
-    pub base_version: i64,
-    pub op: BoardOp,
-    pub events: Vec<EventRow>,
-    /// A mission approved by this change (its reward is the grant): it must still be
-    /// `submitted`, and becomes `approved` in the same transaction.
-    pub approves: Option<(i64, DateTime<Utc>)>,
-}
-
-/// The id of the board the change touched (new for `Create`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Committed {
-    pub board_id: i64,
-}
-
+/// A board change for the Persister to commit.
 pub struct CommitBoard(pub BoardChange);
 
 impl Message for CommitBoard {
     type Result = Result<Committed, PersistError>;
-}
-
-/// One chat message row; `seq` is assigned by the family's ChatRoom.
-#[derive(Clone, Debug)]
-pub struct MessageRow {
-    pub seq: i64,
-    pub sender_id: i64,
-    pub client_id: String,
-    pub text: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Consecutive messages of one family. Either all of them commit or none does; a seq or
-/// client id already in the database (another server, or a resend the room could not see) is a
-/// [`PersistError::Conflict`] and nothing is written.
-pub struct CommitMessages {
-    pub family_id: i64,
-    pub rows: Vec<MessageRow>,
 }
 
 impl Message for CommitMessages {
@@ -436,13 +346,6 @@ async fn commit_and_reply(
     ok
 }
 
-impl PersistError {
-    /// A failure of the database, not of the write.
-    pub fn is_fault(&self) -> bool {
-        matches!(self, PersistError::Store(err) if err.is_fault())
-    }
-}
-
 /// [`commit`] bounded by the batch's deadline (at most [`DB_TIMEOUT`]). On the timeout the transaction's future is dropped: its
 /// connection goes back to the pool through sqlx's release check (a rollback and a ping), or is
 /// closed.
@@ -571,53 +474,6 @@ async fn commit_apart(
     (board, chat)
 }
 
-enum BatchFailure {
-    Conflict,
-    Database(DbErr),
-    /// The commit did not finish within [`DB_TIMEOUT`].
-    TimedOut,
-}
-
-impl BatchFailure {
-    /// The error for every write of the batch when the database failed rather than a write.
-    fn fault_error(&self) -> Option<PersistError> {
-        match self {
-            BatchFailure::Conflict => None,
-            BatchFailure::TimedOut => Some(PersistError::Store(StoreError::Uncertain)),
-            BatchFailure::Database(err) => match fault_of(err)? {
-                Fault::StorageFull => Some(PersistError::Store(StoreError::StorageFull(
-                    err.to_string(),
-                ))),
-                // No connection was had: nothing was sent, nothing applied.
-                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => Some(
-                    PersistError::Store(StoreError::Unavailable(err.to_string())),
-                ),
-                // The connection failed on the way: perhaps during COMMIT.
-                Fault::Unavailable => Some(PersistError::Store(StoreError::Uncertain)),
-            },
-        }
-    }
-
-    fn into_error(self) -> PersistError {
-        if let Some(error) = self.fault_error() {
-            return error;
-        }
-        match self {
-            BatchFailure::Conflict => PersistError::Conflict,
-            BatchFailure::Database(err) => {
-                PersistError::Store(StoreError::Database(err.to_string()))
-            }
-            BatchFailure::TimedOut => PersistError::Store(StoreError::Uncertain),
-        }
-    }
-}
-
-impl From<DbErr> for BatchFailure {
-    fn from(err: DbErr) -> Self {
-        BatchFailure::Database(err)
-    }
-}
-
 /// One transaction for the whole batch. Per-change refusals (a wish taken in the meantime) answer
 /// only that change; a version conflict or a database error rolls the transaction back (and the
 /// caller commits the writes apart).
@@ -637,333 +493,9 @@ async fn commit(
         }
     }
     let txn = db.write.begin().await?;
-    let mut results: Vec<Result<Committed, PersistError>> = changes
-        .iter()
-        .map(|c| match c.op {
-            BoardOp::Create { .. } => Ok(Committed { board_id: 0 }),
-            BoardOp::Update { board_id, .. } | BoardOp::Cancel { board_id, .. } => {
-                Ok(Committed { board_id })
-            }
-        })
-        .collect();
-
-    // 1. Opening a board picks its wish, only if nobody changed the wish meanwhile.
-    for (i, change) in changes.iter().enumerate() {
-        if let BoardOp::Create { wish_id, at, .. } = change.op {
-            let picked = exec(
-                &txn,
-                backend,
-                format!(
-                    "UPDATE wishes SET status = 'picked', picked_at = {} WHERE id = {} AND status = 'wished'",
-                    sql.placeholder(1),
-                    sql.placeholder(2)
-                ),
-                vec![at.into(), wish_id.into()],
-            )
-            .await?;
-            if picked != 1 {
-                results[i] = Err(PersistError::WishNotAvailable);
-            }
-        }
-    }
-    // 1b. Approving a mission, only if it is still submitted (two approves: one wins).
-    for (i, change) in changes.iter().enumerate() {
-        if let (Some((mission_id, at)), true) = (change.approves, results[i].is_ok()) {
-            let approved = exec(
-                &txn,
-                backend,
-                format!(
-                    "UPDATE missions SET status = 'approved', decided_at = {} WHERE id = {} AND status = 'submitted'",
-                    sql.placeholder(1),
-                    sql.placeholder(2)
-                ),
-                vec![at.into(), mission_id.into()],
-            )
-            .await?;
-            if approved != 1 {
-                results[i] = Err(PersistError::MissionLocked);
-            }
-        }
-    }
-    let live: Vec<usize> = (0..changes.len()).filter(|&i| results[i].is_ok()).collect();
-
-    // 2. The version guard: every live change's family must still be at its base version.
-    let rows: Vec<Vec<Value>> = live
-        .iter()
-        .map(|&i| {
-            let c = &changes[i];
-            vec![
-                c.family_id.into(),
-                c.base_version.into(),
-                (c.base_version + 1).into(),
-            ]
-        })
-        .collect();
-    let matched = exec_chunked(&txn, backend, rows, |n| {
-        format!(
-            "UPDATE families AS f SET board_version = v.column3 FROM (VALUES {}) AS v \
-             WHERE f.id = v.column1 AND f.board_version = v.column2",
-            sql.values_rows(n, &["bigint", "bigint", "bigint"])
-        )
-    })
-    .await?;
-    if matched != live.len() as u64 {
-        return Err(BatchFailure::Conflict);
-    }
-
-    // 3. Board rows.
-    let mut updates = Vec::new();
-    for &i in &live {
-        let change = &changes[i];
-        let version = change.base_version + 1;
-        match &change.op {
-            BoardOp::Create { wish_id, size, at } => {
-                let row = txn
-                    .query_one_raw(Statement::from_sql_and_values(
-                        backend,
-                        format!(
-                            "INSERT INTO boards (family_id, wish_id, size, granted, attached, status, version, created_at) \
-                             VALUES ({}, {}, {}, 0, 0, 'active', {}, {}) RETURNING id",
-                            sql.placeholder(1),
-                            sql.placeholder(2),
-                            sql.placeholder(3),
-                            sql.placeholder(4),
-                            sql.placeholder(5)
-                        ),
-                        vec![
-                            change.family_id.into(),
-                            (*wish_id).into(),
-                            (*size).into(),
-                            version.into(),
-                            (*at).into(),
-                        ],
-                    ))
-                    .await?
-                    .ok_or_else(|| DbErr::RecordNotInserted)?;
-                let board_id: i64 = row.try_get_by_index(0)?;
-                results[i] = Ok(Committed { board_id });
-            }
-            BoardOp::Update {
-                board_id,
-                granted,
-                attached,
-                completed,
-            } => {
-                let (status, completed_at) = match completed {
-                    Some((at, _)) => ("complete", Some(*at)),
-                    None => ("active", None),
-                };
-                updates.push(vec![
-                    (*board_id).into(),
-                    (*granted).into(),
-                    (*attached).into(),
-                    status.into(),
-                    version.into(),
-                    completed_at.into(),
-                ]);
-                if let Some((at, wish_id)) = completed {
-                    exec(
-                        &txn,
-                        backend,
-                        format!(
-                            "UPDATE wishes SET status = 'given', given_at = {} WHERE id = {}",
-                            sql.placeholder(1),
-                            sql.placeholder(2)
-                        ),
-                        vec![(*at).into(), (*wish_id).into()],
-                    )
-                    .await?;
-                }
-            }
-            BoardOp::Cancel {
-                board_id,
-                wish_id,
-                at,
-            } => {
-                exec(
-                    &txn,
-                    backend,
-                    format!(
-                        "UPDATE boards SET status = 'cancelled', cancelled_at = {}, version = {} WHERE id = {}",
-                        sql.placeholder(1),
-                        sql.placeholder(2),
-                        sql.placeholder(3)
-                    ),
-                    vec![(*at).into(), version.into(), (*board_id).into()],
-                )
-                .await?;
-                exec(
-                    &txn,
-                    backend,
-                    format!(
-                        "UPDATE wishes SET status = 'wished', picked_at = NULL WHERE id = {}",
-                        sql.placeholder(1)
-                    ),
-                    vec![(*wish_id).into()],
-                )
-                .await?;
-            }
-        }
-    }
-    exec_chunked(&txn, backend, updates, |n| {
-        format!(
-            "UPDATE boards AS b SET granted = v.column2, attached = v.column3, status = v.column4, \
-             version = v.column5, completed_at = v.column6 FROM (VALUES {}) AS v WHERE b.id = v.column1",
-            sql.values_rows(
-                n,
-                &["bigint", "integer", "integer", "text", "bigint", "timestamptz"]
-            )
-        )
-    })
-    .await?;
-
-    // 4. The ledger.
-    let mut events = Vec::new();
-    for &i in &live {
-        let change = &changes[i];
-        let board_id = results[i].as_ref().map_or(0, |c| c.board_id);
-        for e in &change.events {
-            events.push(vec![
-                change.family_id.into(),
-                board_id.into(),
-                e.kind.into(),
-                e.count.into(),
-                e.by_user_id.into(),
-                e.idem_key.clone().into(),
-                (change.base_version + 1).into(),
-                e.granted.into(),
-                e.attached.into(),
-                e.status.into(),
-                e.at.into(),
-            ]);
-        }
-    }
-    exec_chunked(&txn, backend, events, |n| {
-        format!(
-            "INSERT INTO grape_events (family_id, board_id, kind, count, by_user_id, idem_key, \
-             version, granted, attached, status, at) VALUES {}",
-            sql.values_rows(
-                n,
-                &[
-                    "bigint",
-                    "bigint",
-                    "text",
-                    "integer",
-                    "bigint",
-                    "text",
-                    "bigint",
-                    "integer",
-                    "integer",
-                    "text",
-                    "timestamptz"
-                ]
-            )
-        )
-    })
-    .await?;
-
-    // 5. Chat messages: all rows or a conflict.
-    let rows = message_rows(groups);
-    let expected = rows.len() as u64;
-    let inserted = exec_chunked(&txn, backend, rows, |n| {
-        format!("{} ON CONFLICT DO NOTHING", insert_messages(sql, n))
-    })
-    .await?;
-    if inserted != expected {
-        return Err(BatchFailure::Conflict);
-    }
+    let results = board_writes::apply(&txn, backend, sql, changes).await?;
+    chat_writes::apply(&txn, backend, sql, groups).await?;
 
     txn.commit().await?;
     Ok(results)
-}
-
-/// Chat-only batches up to this many rows are written by one statement without a transaction.
-const SINGLE_STATEMENT_ROWS: usize = 128;
-
-fn message_rows(groups: &[&CommitMessages]) -> Vec<Vec<Value>> {
-    groups
-        .iter()
-        .flat_map(|g| {
-            g.rows.iter().map(move |m| {
-                vec![
-                    g.family_id.into(),
-                    m.seq.into(),
-                    m.sender_id.into(),
-                    m.client_id.clone().into(),
-                    m.text.clone().into(),
-                    m.created_at.into(),
-                ]
-            })
-        })
-        .collect()
-}
-
-fn insert_messages(sql: BatchSql, n: usize) -> String {
-    format!(
-        "INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) VALUES {}",
-        sql.values_rows(
-            n,
-            &["bigint", "bigint", "bigint", "text", "text", "timestamptz"]
-        )
-    )
-}
-
-/// A batch of chat messages alone: one multi-row INSERT is atomic by itself, so it needs no
-/// BEGIN/COMMIT round trips to the database (on SQLite each is a hop to sqlx's worker thread). A
-/// seq or client id already stored fails the statement as a whole: nothing is written, and the
-/// rooms reload as after any conflict.
-async fn commit_messages_alone(
-    db: &Db,
-    sql: BatchSql,
-    rows: Vec<Vec<Value>>,
-) -> Result<(), BatchFailure> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let statement = Statement::from_sql_and_values(
-        db.backend(),
-        insert_messages(sql, rows.len()),
-        rows.into_iter().flatten(),
-    );
-    match db.write.execute_raw(statement).await {
-        Ok(_) => Ok(()),
-        Err(err)
-            if matches!(
-                err.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            Err(BatchFailure::Conflict)
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-async fn exec(
-    txn: &DatabaseTransaction,
-    backend: DbBackend,
-    sql: String,
-    values: Vec<Value>,
-) -> Result<u64, DbErr> {
-    Ok(txn
-        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-        .rows_affected())
-}
-
-/// Runs `statement(n)` over `rows` in chunks of the sizes in [`CHUNKS`]; returns rows affected.
-async fn exec_chunked(
-    txn: &DatabaseTransaction,
-    backend: DbBackend,
-    rows: Vec<Vec<Value>>,
-    statement: impl Fn(usize) -> String,
-) -> Result<u64, DbErr> {
-    let mut affected = 0;
-    let mut rows = rows.into_iter();
-    while rows.len() > 0 {
-        let n = CHUNKS.into_iter().find(|&n| n <= rows.len()).unwrap_or(1);
-        let values: Vec<Value> = rows.by_ref().take(n).flatten().collect();
-        affected += exec(txn, backend, statement(n), values).await?;
-    }
-    Ok(affected)
 }

@@ -1,7 +1,10 @@
 //! Raw SQL pieces that differ per backend: placeholders and typed casts.
 use std::fmt::Write;
 
-use sea_orm::DbBackend;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, Value};
+
+use super::error::{PersistError, StoreError};
+use super::fault::{Fault, fault_of};
 
 /// Builds placeholders for hand-written statements (multi-row batches, conditional updates).
 #[derive(Clone, Copy)]
@@ -49,6 +52,88 @@ impl BatchSql {
         }
         out
     }
+}
+
+/// Rows per multi-row statement, largest first: powers of two, so any batch takes at most one
+/// statement of each size (300 rows: 256 + 32 + 8 + 4) and the prepared statements stay few.
+/// The largest keeps the widest statement (11 columns) far below SQLite's 32,766 parameters.
+pub const CHUNKS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Why a batch did not commit as a whole.
+pub enum BatchFailure {
+    Conflict,
+    Database(DbErr),
+    /// The commit did not finish within [`DB_TIMEOUT`].
+    TimedOut,
+}
+
+impl BatchFailure {
+    /// The error for every write of the batch when the database failed rather than a write.
+    pub fn fault_error(&self) -> Option<PersistError> {
+        match self {
+            BatchFailure::Conflict => None,
+            BatchFailure::TimedOut => Some(PersistError::Store(StoreError::Uncertain)),
+            BatchFailure::Database(err) => match fault_of(err)? {
+                Fault::StorageFull => Some(PersistError::Store(StoreError::StorageFull(
+                    err.to_string(),
+                ))),
+                // No connection was had: nothing was sent, nothing applied.
+                Fault::Unavailable if matches!(err, DbErr::ConnectionAcquire(_)) => Some(
+                    PersistError::Store(StoreError::Unavailable(err.to_string())),
+                ),
+                // The connection failed on the way: perhaps during COMMIT.
+                Fault::Unavailable => Some(PersistError::Store(StoreError::Uncertain)),
+            },
+        }
+    }
+
+    pub fn into_error(self) -> PersistError {
+        if let Some(error) = self.fault_error() {
+            return error;
+        }
+        match self {
+            BatchFailure::Conflict => PersistError::Conflict,
+            BatchFailure::Database(err) => {
+                PersistError::Store(StoreError::Database(err.to_string()))
+            }
+            BatchFailure::TimedOut => PersistError::Store(StoreError::Uncertain),
+        }
+    }
+}
+
+impl From<DbErr> for BatchFailure {
+    fn from(err: DbErr) -> Self {
+        BatchFailure::Database(err)
+    }
+}
+
+pub async fn exec(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    sql: String,
+    values: Vec<Value>,
+) -> Result<u64, DbErr> {
+    Ok(txn
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// Runs `statement(n)` over `rows` in chunks of the sizes in [`CHUNKS`]; returns rows affected.
+pub async fn exec_chunked(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    rows: Vec<Vec<Value>>,
+    statement: impl Fn(usize) -> String,
+) -> Result<u64, DbErr> {
+    let mut affected = 0;
+    let mut rows = rows.into_iter();
+    while rows.len() > 0 {
+        let n = CHUNKS.into_iter().find(|&n| n <= rows.len()).unwrap_or(1);
+        let values: Vec<Value> = rows.by_ref().take(n).flatten().collect();
+        affected += exec(txn, backend, statement(n), values).await?;
+    }
+    Ok(affected)
 }
 
 #[cfg(test)]
