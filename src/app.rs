@@ -26,7 +26,9 @@ use crate::push::{Push, PushDispatcher, PushSettings, VapidKeys};
 use crate::state::AppState;
 use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
+use crate::store::checkpoint::FinishCheckpoint;
 use crate::store::persister::Persister;
+use crate::supervise::{InjectedPanics, Supervised};
 
 /// A client must have sent its request line and headers this long after connecting, else 408
 /// and the connection is closed (slowloris).
@@ -48,6 +50,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     state: web::Data<AppState>,
+    panics: Arc<InjectedPanics>,
 }
 
 /// Stops a running application gracefully: close sessions, then stop the HTTP server.
@@ -92,13 +95,20 @@ impl Application {
                 .await?
             }
         };
-        let persister = Persister::new(db.clone(), metrics.clone()).start();
+        let panics = Arc::new(InjectedPanics::default());
+        let persister = {
+            let (db, metrics, panics) = (db.clone(), metrics.clone(), panics.clone());
+            Supervised::start("the Persister", metrics.clone(), move || {
+                Persister::new(db.clone(), metrics.clone(), panics.clone())
+            })
+        };
         if let Some(conn) = db.checkpoint.clone() {
             let page_size = crate::store::sqlite::page_size(&conn).await?;
+            let finish = persister.clone();
             Checkpointer::new(
                 conn,
                 page_size,
-                persister.clone().recipient(),
+                move || finish.addr().do_send(FinishCheckpoint),
                 metrics.clone(),
             )
             .start();
@@ -136,10 +146,14 @@ impl Application {
             actors: board_actors.clone(),
             push: push.clone(),
             bus: None,
+            panics: panics.clone(),
         };
-        let boards = BoardRegistry::new(board_actors, move |family_id| {
-            FamilyBoard::new(family_id, board_deps.clone())
-        });
+        let boards = BoardRegistry::new(
+            "FamilyBoard",
+            board_actors,
+            metrics.clone(),
+            move |family_id| FamilyBoard::new(family_id, board_deps.clone()),
+        );
         let chat_actors = crate::registry::Actors::default();
         let chat_deps = ChatDeps {
             db: db.clone(),
@@ -149,9 +163,10 @@ impl Application {
             actors: chat_actors.clone(),
             push: push.clone(),
             bus: None,
+            panics: panics.clone(),
         };
         let room_deps = chat_deps.clone();
-        let chats = ChatRegistry::new(chat_actors, move |family_id| {
+        let chats = ChatRegistry::new("ChatRoom", chat_actors, metrics.clone(), move |family_id| {
             ChatRoom::new(family_id, room_deps.clone())
         });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -217,6 +232,7 @@ impl Application {
             address,
             server,
             state,
+            panics,
         })
     }
 
@@ -227,6 +243,11 @@ impl Application {
     /// The application's database (tests read and arrange data through it).
     pub fn db(&self) -> Db {
         self.state.db.clone()
+    }
+
+    /// Panics to inject into the actors, for tests of their supervision (nothing else sets them).
+    pub fn injected_panics(&self) -> Arc<InjectedPanics> {
+        self.panics.clone()
     }
 
     pub fn stopper(&self) -> Stopper {

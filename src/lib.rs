@@ -16,6 +16,7 @@ pub mod registry;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod supervise;
 
 pub use app::Application;
 pub use config::Config;

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub fcm: ProviderMetrics,
     /// OAuth 2.0 access tokens fetched for FCM.
     pub fcm_token_fetches: AtomicU64,
+    /// FamilyBoards, ChatRooms and Persisters that panicked and were replaced.
+    pub actor_restarts: AtomicU64,
     batches: AtomicU64,
     batches_failed: AtomicU64,
     batch_items: AtomicU64,
@@ -137,6 +139,11 @@ impl Metrics {
             );
         }
         let counters = [
+            (
+                "podo_actor_restarts_total",
+                "FamilyBoard, ChatRoom and Persister actors that panicked and were replaced.",
+                self.actor_restarts.load(Relaxed),
+            ),
             (
                 "podo_board_changes_total",
                 "Committed board changes.",

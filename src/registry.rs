@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::push::Push;
 use crate::store::Db;
 use crate::store::persister::Persister;
+use crate::supervise::{InjectedPanics, Supervised, start_caught};
 
 pub type Actors<A> = Arc<DashMap<i64, Addr<A>>>;
 
@@ -17,13 +18,15 @@ pub type Actors<A> = Arc<DashMap<i64, Addr<A>>>;
 /// its own registry's map, so that it can remove itself when it stops.
 pub struct FamilyDeps<A: Actor> {
     pub db: Db,
-    pub persister: Addr<Persister>,
+    pub persister: Supervised<Persister>,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub push: Push,
     /// The other nodes (cluster mode); `None` on a single node.
     pub bus: Option<Arc<dyn Bus>>,
     pub actors: Actors<A>,
+    /// Panics injected by tests only.
+    pub panics: Arc<InjectedPanics>,
 }
 
 /// The family's actor could not be reached: it stopped again and again, or its mailbox timed out.
@@ -44,6 +47,7 @@ impl<A: Actor> Clone for FamilyDeps<A> {
             push: self.push.clone(),
             bus: self.bus.clone(),
             actors: self.actors.clone(),
+            panics: self.panics.clone(),
         }
     }
 }
@@ -51,22 +55,55 @@ impl<A: Actor> Clone for FamilyDeps<A> {
 pub struct Registry<A: Actor<Context = Context<A>>> {
     actors: Actors<A>,
     make: Box<dyn Fn(i64) -> A + Send + Sync>,
+    metrics: Arc<Metrics>,
+    /// Actors that panicked and whose waiters have not all been told yet (bounded by
+    /// [`MAX_CRASHED`]): a message that met one is answered with an error, never sent again (it
+    /// may have been half handled).
+    crashed: Arc<DashMap<Addr<A>, ()>>,
+    kind: &'static str,
 }
+
+/// Crashed actors remembered for their waiters; past it the oldest memory is dropped (its
+/// waiters were answered long ago).
+const MAX_CRASHED: usize = 1024;
 
 impl<A: Actor<Context = Context<A>>> Registry<A> {
     /// `make` builds the actor of a family; the actor gets the shared map (see [`Self::actors`])
     /// so that it can remove itself when it stops.
-    pub fn new(actors: Actors<A>, make: impl Fn(i64) -> A + Send + Sync + 'static) -> Self {
+    pub fn new(
+        kind: &'static str,
+        actors: Actors<A>,
+        metrics: Arc<Metrics>,
+        make: impl Fn(i64) -> A + Send + Sync + 'static,
+    ) -> Self {
         Registry {
             actors,
             make: Box::new(make),
+            metrics,
+            crashed: Arc::new(DashMap::new()),
+            kind,
         }
     }
 
+    /// The family's actor, started (with its panics caught) if none runs.
     pub fn addr(&self, family_id: i64) -> Addr<A> {
         self.actors
             .entry(family_id)
-            .or_insert_with(|| (self.make)(family_id).start())
+            .or_insert_with(|| {
+                let (actors, crashed) = (self.actors.clone(), self.crashed.clone());
+                start_caught(
+                    (self.make)(family_id),
+                    self.metrics.clone(),
+                    format!("the {} of family {family_id}", self.kind),
+                    move |me| {
+                        if crashed.len() >= MAX_CRASHED {
+                            crashed.clear();
+                        }
+                        crashed.insert(me.clone(), ());
+                        deregister(&actors, family_id, me);
+                    },
+                )
+            })
             .clone()
     }
 
@@ -97,7 +134,15 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
             match addr.send(msg.clone()).await {
                 Ok(result) => return result,
                 Err(MailboxError::Closed) => {
-                    self.actors.remove_if(&family_id, |_, a| *a == addr);
+                    // An actor that stops when idle leaves the map first; one that is still in
+                    // it (or was taken out by its crash) panicked, maybe while handling this
+                    // message: never send it again. Its waiters all get the error, and the
+                    // next message starts a fresh actor.
+                    let registered = self.actors.get(&family_id).is_some_and(|a| *a == addr);
+                    if registered || self.crashed.contains_key(&addr) {
+                        self.actors.remove_if(&family_id, |_, a| *a == addr);
+                        break;
+                    }
                 }
                 Err(MailboxError::Timeout) => break,
             }

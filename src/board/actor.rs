@@ -214,6 +214,16 @@ impl FamilyBoard {
     }
 }
 
+/// A FamilyBoard that ends with sessions still open panicked (an idle stop has none, shutdown
+/// closed them): end their streams, so the clients reconnect to a fresh FamilyBoard.
+impl Drop for FamilyBoard {
+    fn drop(&mut self) {
+        for (_, session) in self.fanout.drain() {
+            session.do_send(SseFrame::Close);
+        }
+    }
+}
+
 impl Actor for FamilyBoard {
     type Context = Context<Self>;
 
@@ -331,6 +341,7 @@ impl Handler<Command> for FamilyBoard {
     type Result = AtomicResponse<Self, Result<Snapshot, BoardError>>;
 
     fn handle(&mut self, command: Command, _: &mut Context<Self>) -> Self::Result {
+        self.deps.panics.check_board(self.family_id);
         self.last_active = Instant::now();
         let key = command.key();
         if let Some(board) = key.as_ref().and_then(|k| self.recent_keys.get(k)) {
@@ -365,7 +376,7 @@ impl Handler<Command> for FamilyBoard {
                             notify,
                         } => (change, next, notify),
                     };
-                match deps.persister.send(CommitBoard(change)).await {
+                match deps.persister.addr().send(CommitBoard(change)).await {
                     Ok(Ok(Committed { board_id })) => {
                         let next = match next {
                             Next::Shown(row) => row,

@@ -197,7 +197,7 @@ impl ChatRoom {
             })
             .collect();
         self.in_flight = true;
-        let commit = self.deps.persister.send(CommitMessages {
+        let commit = self.deps.persister.addr().send(CommitMessages {
             family_id: self.family_id,
             rows: rows.clone(),
         });
@@ -403,6 +403,16 @@ fn keys_of(rows: &[MessageRow]) -> Vec<Key> {
         .collect()
 }
 
+/// A ChatRoom that ends with sessions still in it panicked (an idle stop has none, shutdown
+/// closed them): close them with 1011, so the clients reconnect to a fresh room and resume.
+impl Drop for ChatRoom {
+    fn drop(&mut self) {
+        for session in self.sessions.values() {
+            session.close.do_send(CloseSession { code: 1011 });
+        }
+    }
+}
+
 impl Actor for ChatRoom {
     type Context = Context<Self>;
 
@@ -486,6 +496,7 @@ impl Handler<Post> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, post: Post, ctx: &mut Context<Self>) {
+        self.deps.panics.check_room(self.family_id);
         self.last_active = Instant::now();
         let complete = self.state.as_ref().is_some_and(RoomState::complete);
         let key_known = self.state.as_ref().is_some_and(|s| {

@@ -59,7 +59,8 @@ pub struct FinishCheckpoint;
 
 pub struct Checkpointer {
     conn: DatabaseConnection,
-    persister: Recipient<FinishCheckpoint>,
+    /// Asks the Persister (whichever runs now) to finish a restart.
+    finish: Box<dyn Fn()>,
     metrics: Arc<Metrics>,
     /// `metrics.batches()` when the last checkpoint started.
     seen_batches: u64,
@@ -73,12 +74,12 @@ impl Checkpointer {
     pub fn new(
         conn: DatabaseConnection,
         page_size: i64,
-        persister: Recipient<FinishCheckpoint>,
+        finish: impl Fn() + 'static,
         metrics: Arc<Metrics>,
     ) -> Self {
         Checkpointer {
             conn,
-            persister,
+            finish: Box::new(finish),
             metrics,
             seen_batches: 0,
             running: false,
@@ -120,7 +121,7 @@ impl Checkpointer {
                 match result {
                     Ok(true) => {
                         act.restarted = Instant::now();
-                        act.persister.do_send(FinishCheckpoint);
+                        (act.finish)();
                     }
                     Ok(false) => {}
                     Err(err) => log::warn!("WAL checkpoint failed: {err}"),

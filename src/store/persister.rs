@@ -39,6 +39,7 @@ use super::error::StoreError;
 use super::sql::BatchFailure;
 use super::{BatchSql, DB_TIMEOUT, Db, board_writes, chat_writes};
 use crate::metrics::Metrics;
+use crate::supervise::InjectedPanics;
 
 /// The most changes one transaction takes.
 pub const MAX_BATCH: usize = 4096;
@@ -88,6 +89,8 @@ impl Write {
 
 pub struct Persister {
     db: Db,
+    /// Panics injected by tests only.
+    panics: Arc<InjectedPanics>,
     metrics: Arc<Metrics>,
     /// Each write with its deadline: [`DB_TIMEOUT`] after it arrived.
     queue: Vec<(Instant, Write)>,
@@ -99,10 +102,11 @@ pub struct Persister {
 }
 
 impl Persister {
-    pub fn new(db: Db, metrics: Arc<Metrics>) -> Self {
+    pub fn new(db: Db, metrics: Arc<Metrics>, panics: Arc<InjectedPanics>) -> Self {
         Persister {
             db,
             metrics,
+            panics,
             queue: Vec::new(),
             committing: false,
             in_flight: 0,
@@ -224,6 +228,7 @@ impl Handler<CommitBoard> for Persister {
         CommitBoard(change): CommitBoard,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        self.panics.check_persister();
         let (reply, answer) = oneshot::channel();
         self.queue
             .push((Instant::now() + DB_TIMEOUT, Write::Board(change, reply)));

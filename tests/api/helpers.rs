@@ -19,6 +19,8 @@ pub struct TestApp {
     pub client: awc::Client,
     /// The server's database handles (tests that reach under the API, such as a full disk).
     pub db: podo::store::Db,
+    /// Panics to inject into the server's actors (supervision tests).
+    pub panics: std::sync::Arc<podo::supervise::InjectedPanics>,
     stopper: Stopper,
     _dir: tempfile::TempDir,
 }
@@ -61,11 +63,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests(fresh_database_url(&dir).await);
     config.jwt_secret = Some(JWT_SECRET.into());
     adjust(&mut config);
-    let (base, stopper, db) = start(&config).await;
+    let (base, stopper, db, panics) = start(&config).await;
     TestApp {
         base,
         config,
         db,
+        panics,
         client: awc::Client::builder()
             // No pool cap: tests hold hundreds of streams open at once.
             .connector(awc::Connector::new().limit(0))
@@ -76,15 +79,23 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
-async fn start(config: &Config) -> (String, Stopper, podo::store::Db) {
+type Started = (
+    String,
+    Stopper,
+    podo::store::Db,
+    std::sync::Arc<podo::supervise::InjectedPanics>,
+);
+
+async fn start(config: &Config) -> Started {
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
     let base = format!("http://{}", app.address());
     let stopper = app.stopper();
     let db = app.db();
+    let panics = app.injected_panics();
     actix_web::rt::spawn(app.run_until_stopped());
-    (base, stopper, db)
+    (base, stopper, db, panics)
 }
 
 /// A parent and a child paired into one family.
@@ -109,10 +120,11 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one on the same database.
     pub async fn restart(&mut self) {
         self.stopper.stop().await;
-        let (base, stopper, db) = start(&self.config).await;
+        let (base, stopper, db, panics) = start(&self.config).await;
         self.base = base;
         self.stopper = stopper;
         self.db = db;
+        self.panics = panics;
     }
 
     pub async fn request(

@@ -20,4 +20,5 @@ mod push;
 mod push_service;
 mod raw_ws;
 mod sse;
+mod supervision;
 mod wishes;
