@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::board::BoardError;
+use crate::missions::MissionError;
 use crate::store::{Fault, StoreError, fault_of};
 
 /// `Retry-After` of 503 `unavailable`: a database that is back is used again at once.
@@ -330,6 +331,16 @@ impl From<StoreError> for ApiError {
             other @ (StoreError::Database(_) | StoreError::Stopped) => {
                 ApiError::Internal(other.to_string())
             }
+        }
+    }
+}
+
+impl From<MissionError> for ApiError {
+    fn from(err: MissionError) -> Self {
+        match err {
+            MissionError::NotFound => ApiError::not_found(err.to_string()),
+            MissionError::Locked => ApiError::from(BoardError::MissionLocked),
+            MissionError::Store(err) => err.into(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod metrics;
+pub mod missions;
 pub mod model;
 pub mod push;
 pub mod recent;

@@ -50,11 +50,9 @@ pub fn valid_login(login: &str) -> bool {
     request_body = SignupRequest,
     responses(
         (status = 201, description = "The new account", body = User),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 409, description = "`login_taken` (logins are unique ignoring case)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
         (status = 503, description = "`busy`: too many passwords waiting to be hashed", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
@@ -141,7 +139,6 @@ fn invalid_credentials() -> ApiError {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "A token valid 7 days", body = LoginResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong login or password (same answer for both)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: body not JSON", body = ErrorBody),
@@ -214,10 +211,7 @@ struct LogoutRequest {}
     request_body(content = Option<LogoutRequest>, description = "An empty body or `{}`"),
     responses(
         (status = 204, description = "The token is revoked"),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing, malformed, expired or already revoked token", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
     )
 )]
 async fn logout(

@@ -34,7 +34,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The active board, else the latest completed one, else null", body = Snapshot),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
     )
 )]
@@ -81,14 +80,9 @@ fn check_create(body: &CreateRequest) -> Result<(i64, i32), ApiError> {
     request_body = CreateRequest,
     responses(
         (status = 201, description = "The new active board; its wish is now `picked`", body = Board),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such wish in the family", body = ErrorBody),
         (status = 409, description = "`board_exists` while a board is active; `wish_not_available` unless the wish is `wished`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn create(
@@ -117,7 +111,6 @@ async fn create(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The active board is cancelled; its wish is `wished` again"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`no_board`: no active board", body = ErrorBody),
         (status = 409, description = "`conflict`: another server changed the board meanwhile", body = ErrorBody),
@@ -170,14 +163,9 @@ fn check_grant(body: &GrantRequest) -> Result<i32, ApiError> {
     request_body = GrantRequest,
     responses(
         (status = 200, description = "The board after the grant; pushed to the child", body = Board),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`no_board`: no active board", body = ErrorBody),
         (status = 409, description = "`board_full`: `granted + count > size`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn grant(
@@ -215,14 +203,9 @@ struct AttachRequest {
     request_body(content = Option<AttachRequest>, description = "An empty body, `{}` or `{\"key\"}`"),
     responses(
         (status = 200, description = "The board after attaching one grape; the attach that fills it completes it (`complete`, its wish `given`)", body = Board),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only the child) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`no_board`: no active board", body = ErrorBody),
         (status = 409, description = "`nothing_to_attach`: `unattached = 0`; `conflict` when another server changed the board meanwhile", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn attach(
@@ -289,7 +272,6 @@ fn history_limit(query: &HistoryQuery) -> Result<u64, ApiError> {
     params(HistoryQuery),
     responses(
         (status = 200, description = "The family's board events, newest first", body = BoardHistory),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: `limit` out of 1-500", body = ErrorBody),
     )
@@ -337,7 +319,6 @@ async fn history(
             description = "Server-Sent Events: `retry: 2000`, then at once and after every change `event: board`, \
                 `id: <version>`, `data: {\"board\": Board|null}` (exactly what `GET /api/board` answers at that \
                 version); a `: ping` comment every 15 s"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
         (status = 429, description = "`too_many_sessions`: the user has `--max-sessions-per-user` (16) streams open", body = ErrorBody),
     )

@@ -114,7 +114,6 @@ fn check_range(range: &Range, tz: Tz) -> Result<Days, ApiError> {
     params(Range),
     responses(
         (status = 200, description = "Missions due, missions approved and gifts given, by day", body = Calendar),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: `from` or `to` missing or not a date, `to` before `from`, or more than 366 days", body = ErrorBody),
     )

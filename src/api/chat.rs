@@ -113,7 +113,6 @@ struct ChatHistory {
     params(HistoryQuery),
     responses(
         (status = 200, description = "A page of the family's chat history; with neither `after_seq` nor `before_seq`, the newest `limit` messages", body = ChatHistory),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: `limit` out of 1-200, or both `after_seq` and `before_seq`", body = ErrorBody),
     )

@@ -144,10 +144,6 @@ fn check(body: Registration) -> Result<(String, String, String), ApiError> {
     request_body = Registration,
     responses(
         (status = 201, description = "Registered", body = Device),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`, with `fields` (`provider`, `token`, `platform`)", body = ErrorBody),
     )
 )]
@@ -227,7 +223,6 @@ async fn keep_newest(state: &AppState, user_id: i64) -> Result<(), sea_orm::DbEr
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's own devices (tokens shown by their last 6 characters)", body = DeviceList),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
 )]
 async fn list(
@@ -255,7 +250,6 @@ async fn list(
     params(("id" = i64, Path, description = "The device's id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such device of the caller", body = ErrorBody),
     )
 )]

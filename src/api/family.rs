@@ -63,11 +63,8 @@ fn already_paired() -> ApiError {
     request_body(content = Option<Empty>, description = "An empty body or `{}`"),
     responses(
         (status = 201, description = "A new invite code; it voids the parent's previous one", body = InviteResponse),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role`: only a parent invites", body = ErrorBody),
         (status = 409, description = "`already_paired`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not JSON", body = ErrorBody),
     )
 )]
@@ -140,13 +137,9 @@ enum JoinOutcome {
     request_body = JoinRequest,
     responses(
         (status = 200, description = "The new family", body = Family),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role`: only a child joins", body = ErrorBody),
         (status = 404, description = "`invite_not_found`: unknown, used or expired code", body = ErrorBody),
         (status = 409, description = "`already_paired`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
         (status = 429, description = "`too_many_requests`: 10 failed joins by this user, or 100 from this client address, in 10 minutes", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt is allowed"))),

@@ -2,21 +2,20 @@
 //! (the reward is granted to the board in the same transaction) or rejects.
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{JsonBody, OptionalJsonBody, nullable, required_text};
 use super::fields::{char_len, date, parse_date};
 use super::identity::AuthUser;
-use crate::auth::Member;
-use crate::board::{Board, BoardError, Command};
+use crate::board::{Board, Command};
 use crate::error::{ApiError, ErrorBody, FieldErrors};
-use crate::model::{self, Role, ts};
+use crate::missions;
+use crate::model::{Role, ts};
 use crate::push::Notification;
 use crate::state::AppState;
 use crate::status::MissionStatus;
-use crate::store::entities::{family, mission};
+use crate::store::entities::mission;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/missions", web::get().to(list))
@@ -123,7 +122,6 @@ struct MissionList {
     params(ListQuery),
     responses(
         (status = 200, description = "The family's missions, newest first", body = MissionList),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a bad `status`, `from` or `to`", body = ErrorBody),
     )
@@ -135,19 +133,8 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
     let (status, from, to) = list_filters(&query)?;
-    let mut select = mission::Entity::find().filter(mission::Column::FamilyId.eq(family_id));
-    if let Some(status) = status {
-        select = select.filter(mission::Column::Status.eq(status));
-    }
-    if let Some(from) = from {
-        select = select.filter(mission::Column::DueOn.gte(from));
-    }
-    if let Some(to) = to {
-        select = select.filter(mission::Column::DueOn.lte(to));
-    }
-    let missions: Vec<Mission> = select
-        .order_by_desc(mission::Column::Id)
-        .all(&state.db.read)
+    let filter = missions::Filter { status, from, to };
+    let missions: Vec<Mission> = missions::list(&state.db, family_id, filter)
         .await?
         .into_iter()
         .map(Mission::from)
@@ -211,19 +198,6 @@ fn check(fields: MissionFields, creating: bool) -> Result<Checked, ApiError> {
     })
 }
 
-/// The family's other member, for pushes.
-async fn partner(state: &AppState, member: &Member) -> Result<i64, ApiError> {
-    let family = family::Entity::find_by_id(member.family()?)
-        .one(&state.db.read)
-        .await?
-        .ok_or_else(ApiError::not_in_family)?;
-    Ok(if member.id == family.parent_id {
-        family.child_id
-    } else {
-        family.parent_id
-    })
-}
-
 #[utoipa::path(
     post,
     path = "/api/missions",
@@ -234,12 +208,7 @@ async fn partner(state: &AppState, member: &Member) -> Result<i64, ApiError> {
     request_body = MissionFields,
     responses(
         (status = 201, description = "The new mission (`open`); pushed to the child", body = Mission),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn create(
@@ -250,55 +219,19 @@ async fn create(
     member.require(Role::Parent)?;
     let family_id = member.family()?;
     let checked = check(fields, true)?;
-    let row = mission::ActiveModel {
-        family_id: Set(family_id),
-        title: Set(checked.title.unwrap_or_default()),
-        reward: Set(checked.reward.unwrap_or(1)),
-        due_on: Set(checked.due_on.flatten()),
-        status: Set(MissionStatus::Open),
-        reject_reason: Set(None),
-        created_at: Set(model::now()),
-        submitted_at: Set(None),
-        decided_at: Set(None),
-        ..Default::default()
-    }
-    .insert(&state.db.write)
+    let row = missions::create(
+        &state.db,
+        family_id,
+        checked.title.unwrap_or_default(),
+        checked.reward.unwrap_or(1),
+        checked.due_on.flatten(),
+    )
     .await?;
     state.push.notify(
-        partner(&state, &member).await?,
+        missions::partner(&state.db, family_id, member.id).await?,
         Notification::mission_created(&row.title),
     );
     Ok(HttpResponse::Created().json(Mission::from(row)))
-}
-
-/// Runs a conditional write on the family's mission `id`; when it matches nothing, answers 404
-/// for a mission that is not the family's and 409 `mission_locked` otherwise.
-async fn guarded(
-    state: &AppState,
-    family_id: i64,
-    id: i64,
-    affected: Result<u64, sea_orm::DbErr>,
-) -> Result<mission::Model, ApiError> {
-    let found = mission::Entity::find_by_id(id)
-        .filter(mission::Column::FamilyId.eq(family_id))
-        .one(&state.db.write)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such mission"))?;
-    if affected? != 1 {
-        return Err(ApiError::from(BoardError::MissionLocked));
-    }
-    Ok(found)
-}
-
-fn in_family(
-    family_id: i64,
-    id: i64,
-    statuses: &[MissionStatus],
-) -> sea_orm::UpdateMany<mission::Entity> {
-    mission::Entity::update_many()
-        .filter(mission::Column::Id.eq(id))
-        .filter(mission::Column::FamilyId.eq(family_id))
-        .filter(mission::Column::Status.is_in(statuses.iter().copied()))
 }
 
 #[utoipa::path(
@@ -312,14 +245,9 @@ fn in_family(
     request_body = MissionFields,
     responses(
         (status = 200, description = "The mission after the change", body = Mission),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
         (status = 409, description = "`mission_locked`: only while `open` or `rejected`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn update(
@@ -332,19 +260,12 @@ async fn update(
     let family_id = member.family()?;
     let id = path.into_inner();
     let checked = check(fields, false)?;
-    let mut update = in_family(family_id, id, MissionStatus::EDITABLE)
-        .col_expr(mission::Column::Id, Expr::col(mission::Column::Id));
-    if let Some(title) = checked.title {
-        update = update.col_expr(mission::Column::Title, Expr::value(title));
-    }
-    if let Some(reward) = checked.reward {
-        update = update.col_expr(mission::Column::Reward, Expr::value(reward));
-    }
-    if let Some(due_on) = checked.due_on {
-        update = update.col_expr(mission::Column::DueOn, Expr::value(due_on));
-    }
-    let affected = update.exec(&state.db.write).await.map(|r| r.rows_affected);
-    let row = guarded(&state, family_id, id, affected).await?;
+    let changes = missions::Changes {
+        title: checked.title,
+        reward: checked.reward,
+        due_on: checked.due_on,
+    };
+    let row = missions::update(&state.db, family_id, id, changes).await?;
     Ok(HttpResponse::Ok().json(Mission::from(row)))
 }
 
@@ -358,7 +279,6 @@ async fn update(
     params(("id" = i64, Path, description = "The mission's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
         (status = 409, description = "`mission_locked`: an approved mission stays", body = ErrorBody),
@@ -372,23 +292,7 @@ async fn delete(
     member.require(Role::Parent)?;
     let family_id = member.family()?;
     let id = path.into_inner();
-    let exists = mission::Entity::find_by_id(id)
-        .filter(mission::Column::FamilyId.eq(family_id))
-        .one(&state.db.write)
-        .await?
-        .is_some();
-    if !exists {
-        return Err(ApiError::not_found("no such mission"));
-    }
-    let deleted = mission::Entity::delete_many()
-        .filter(mission::Column::Id.eq(id))
-        .filter(mission::Column::FamilyId.eq(family_id))
-        .filter(mission::Column::Status.ne(MissionStatus::Approved))
-        .exec(&state.db.write)
-        .await?;
-    if deleted.rows_affected != 1 {
-        return Err(ApiError::from(BoardError::MissionLocked));
-    }
+    missions::delete(&state.db, family_id, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -407,13 +311,9 @@ struct Empty {}
     request_body(content = Option<Empty>, description = "An empty body or `{}`"),
     responses(
         (status = 200, description = "The mission, now `submitted` (its `reject_reason` cleared); pushed to the parent", body = Mission),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only the child) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
         (status = 409, description = "`mission_locked`: only while `open` or `rejected`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
     )
 )]
 async fn submit(
@@ -425,22 +325,9 @@ async fn submit(
     member.require(Role::Child)?;
     let family_id = member.family()?;
     let id = path.into_inner();
-    let affected = in_family(family_id, id, MissionStatus::EDITABLE)
-        .col_expr(
-            mission::Column::Status,
-            Expr::value(MissionStatus::Submitted.as_str()),
-        )
-        .col_expr(mission::Column::SubmittedAt, Expr::value(model::now()))
-        .col_expr(
-            mission::Column::RejectReason,
-            Expr::value(Option::<String>::None),
-        )
-        .exec(&state.db.write)
-        .await
-        .map(|r| r.rows_affected);
-    let row = guarded(&state, family_id, id, affected).await?;
+    let row = missions::submit(&state.db, family_id, id).await?;
     state.push.notify(
-        partner(&state, &member).await?,
+        missions::partner(&state.db, family_id, member.id).await?,
         Notification::mission_submitted(&row.title),
     );
     Ok(HttpResponse::Ok().json(Mission::from(row)))
@@ -463,13 +350,9 @@ struct Approved {
     request_body(content = Option<Empty>, description = "An empty body or `{}`"),
     responses(
         (status = 200, description = "The mission, now `approved`, and the board its reward was granted to in the same transaction; pushed to the child", body = Approved),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
         (status = 409, description = "`mission_locked` unless `submitted` (a second approve); `no_board` or `board_full` (nothing changes); `conflict` when another server changed the board meanwhile", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
     )
 )]
 async fn approve(
@@ -529,13 +412,9 @@ fn check_reason(body: RejectRequest) -> Result<Option<String>, ApiError> {
     request_body(content = Option<RejectRequest>, description = "An empty body, `{}` or `{\"reason\"}`"),
     responses(
         (status = 200, description = "The mission, now `rejected`; pushed to the child", body = Mission),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role` (only a parent) or `not_in_family`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such mission in the family", body = ErrorBody),
         (status = 409, description = "`mission_locked` unless `submitted`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: `reason` over 200 characters", body = ErrorBody),
     )
 )]
@@ -549,20 +428,10 @@ async fn reject(
     let family_id = member.family()?;
     let id = path.into_inner();
     let reason = check_reason(body)?;
-    let affected = in_family(family_id, id, &[MissionStatus::Submitted])
-        .col_expr(
-            mission::Column::Status,
-            Expr::value(MissionStatus::Rejected.as_str()),
-        )
-        .col_expr(mission::Column::RejectReason, Expr::value(reason.clone()))
-        .col_expr(mission::Column::DecidedAt, Expr::value(model::now()))
-        .exec(&state.db.write)
-        .await
-        .map(|r| r.rows_affected);
-    let row = guarded(&state, family_id, id, affected).await?;
+    let row = missions::reject(&state.db, family_id, id, reason.clone()).await?;
     let text = reason.as_deref().unwrap_or(&row.title);
     state.push.notify(
-        partner(&state, &member).await?,
+        missions::partner(&state.db, family_id, member.id).await?,
         Notification::mission_rejected(text),
     );
     Ok(HttpResponse::Ok().json(Mission::from(row)))

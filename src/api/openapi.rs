@@ -155,7 +155,7 @@ async fn openapi_json() -> HttpResponse {
         openapi_json,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&SecuritySchemes, &InternalErrors, &ValidationErrors),
+    modifiers(&SecuritySchemes, &InternalErrors, &CommonErrors),
     tags(
         (name = "accounts", description = "Signup, login and the caller's account"),
         (name = "family", description = "Pairing one parent and one child"),
@@ -249,23 +249,41 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// Every operation that takes a body can answer 422 `validation_failed` (JSON of the wrong shape,
-/// a value out of range, U+0000 in a string); added where an annotation does not list it.
-struct ValidationErrors;
+/// What every operation that takes a JSON body can answer (400 `invalid_json`, 413
+/// `payload_too_large`, 415 `unsupported_media_type`, 422 `validation_failed`: JSON of the wrong
+/// shape, a value out of range, U+0000 in a string), and every operation behind a token (401
+/// `unauthorized`): added where an annotation does not say more, rather than repeated in each.
+struct CommonErrors;
 
-impl Modify for ValidationErrors {
+impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let response = error_response("`validation_failed`, with `fields`");
+        let body_errors = [
+            ("400", error_response("`invalid_json`")),
+            ("413", error_response("`payload_too_large`")),
+            ("415", error_response("`unsupported_media_type`")),
+            ("422", error_response("`validation_failed`, with `fields`")),
+        ];
+        let unauthorized = error_response("`unauthorized`");
         for item in openapi.paths.paths.values_mut() {
-            let operations: [&mut Option<Operation>; 3] =
-                [&mut item.post, &mut item.patch, &mut item.delete];
+            let operations: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
             for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
                 if operation.request_body.is_some() {
-                    operation
-                        .responses
-                        .responses
-                        .entry("422".into())
-                        .or_insert_with(|| response.clone().into());
+                    for (status, response) in &body_errors {
+                        responses
+                            .entry((*status).into())
+                            .or_insert_with(|| response.clone().into());
+                    }
+                }
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| unauthorized.clone().into());
                 }
             }
         }

@@ -116,10 +116,6 @@ fn decode(value: &str) -> Option<Vec<u8>> {
     request_body = Subscription,
     responses(
         (status = 201, description = "Stored (an upsert by endpoint); past 10 subscriptions the user's oldest is removed"),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`, with `fields` (`endpoint`, `keys.p256dh`, `keys.auth`)", body = ErrorBody),
     )
 )]
@@ -227,10 +223,6 @@ struct Unsubscribe {
     request_body = Unsubscribe,
     responses(
         (status = 204, description = "The caller's subscription with this endpoint is gone (if there was one)"),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: JSON of the wrong shape", body = ErrorBody),
     )
 )]

@@ -53,7 +53,6 @@ struct WishList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The child's wishes (the caller's, or the family child's for a parent)", body = WishList),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`not_in_family`: a parent before pairing", body = ErrorBody),
     )
 )]
@@ -150,12 +149,7 @@ fn check(fields: WishFields, creating: bool) -> Result<Checked, ApiError> {
     request_body = NewWish,
     responses(
         (status = 201, description = "The new wish (`wished`); pushed to the parent", body = Wish),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role`: only the child adds wishes", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn create(
@@ -221,14 +215,9 @@ async fn explain_miss(state: &AppState, child_id: i64, id: i64) -> ApiError {
     request_body = WishFields,
     responses(
         (status = 200, description = "The wish after the change (an empty `{}` changes nothing)", body = Wish),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role`: only the child edits wishes", body = ErrorBody),
         (status = 404, description = "`not_found`: no such wish of the caller", body = ErrorBody),
         (status = 409, description = "`wish_locked`: the wish is no longer `wished`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, with `fields`", body = ErrorBody),
     )
 )]
 async fn update(
@@ -276,7 +265,6 @@ async fn update(
     params(("id" = i64, Path, description = "The wish's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden_role`: only the child deletes wishes", body = ErrorBody),
         (status = 404, description = "`not_found`: no such wish of the caller", body = ErrorBody),
         (status = 409, description = "`wish_locked`: the wish is no longer `wished`", body = ErrorBody),
