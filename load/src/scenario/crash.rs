@@ -407,6 +407,13 @@ pub fn run(args: CrashArgs) -> Result<Option<Report>, String> {
         eprintln!("podo-load: crash scenario overran {deadline:?}; server killed, exiting");
         std::process::exit(2);
     });
+    // Else /healthz could answer from another server while ours fails to bind.
+    if probe::status(target.addr, "/healthz").is_ok() {
+        return Err(format!(
+            "something already answers on {}; stop it first",
+            target.base
+        ));
+    }
     server.start()?;
     server.wait_healthy(&target)?;
 
