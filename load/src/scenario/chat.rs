@@ -133,6 +133,8 @@ pub struct ChatStats {
     /// A reconnect's `hello` whose last_seq is below what the session had already been given:
     /// committed messages the server no longer has.
     pub(super) rewound: u64,
+    /// Resends (after a reconnect) of messages that turned out to be stored already.
+    pub(super) resent_found_stored: u64,
 }
 
 impl ChatStats {
@@ -155,6 +157,7 @@ impl ChatStats {
         self.missing_at_end += o.missing_at_end;
         self.unacked_at_end += o.unacked_at_end;
         self.rewound += o.rewound;
+        self.resent_found_stored += o.resent_found_stored;
         self
     }
 }
@@ -231,7 +234,7 @@ struct Ctx {
     /// answers a reused client_id with the original seq and stores nothing.
     run_id: u32,
     /// Crash scenario: which server process is up, when each first took a write, what is in
-    /// flight. Reconnects are then quicker ([`crash::RETRY`]).
+    /// flight. Reconnects are then quicker ([`crash::retry_pause`]).
     gens: Option<Arc<Generations>>,
 }
 
@@ -242,7 +245,7 @@ impl Ctx {
 
     fn connect_retry(&self) -> Duration {
         if self.gens.is_some() {
-            crash::RETRY
+            crash::retry_pause()
         } else {
             CONNECT_RETRY
         }
@@ -250,7 +253,7 @@ impl Ctx {
 
     fn reconnect_pause(&self) -> Duration {
         if self.gens.is_some() {
-            crash::RETRY
+            crash::retry_pause()
         } else {
             RECONNECT_PAUSE
         }
@@ -580,7 +583,7 @@ impl ChatFamily {
                     }
                     Err(err) => {
                         eprintln!("podo-load: chat history: {err}");
-                        actix_web::rt::time::sleep(crash::RETRY).await;
+                        actix_web::rt::time::sleep(crash::retry_pause()).await;
                     }
                 }
             }
@@ -781,6 +784,10 @@ impl ChatFamily {
                         stats.acks_after_message += 1;
                         ctx.violation(1);
                     }
+                } else if seq <= session.last_seq.get() {
+                    // The resume brought it before this resend's ack: it had been stored
+                    // before the connection dropped, and the ack names that seq.
+                    stats.resent_found_stored += 1;
                 }
                 ctx.counters.acked.fetch_add(1, Relaxed);
                 self.acked.notify_one();

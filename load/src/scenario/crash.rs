@@ -46,8 +46,14 @@ use crate::report::{Latency, Report};
 use crate::seed::SeededFamily;
 
 /// A client whose request or connection failed (the server is down or restarting) tries again
-/// after this long.
+/// after about this long ([`retry_pause`]: between half and one and a half times it, so that
+/// 2,000 sockets do not come back in step).
 pub const RETRY: Duration = Duration::from_millis(100);
+
+/// [`RETRY`] with jitter.
+pub fn retry_pause() -> Duration {
+    RETRY.mul_f64(0.5 + rand::random::<f64>())
+}
 /// How long a (re)started server may take to answer `GET /healthz` with 200.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the load stops: how long a board change still unanswered is sent again, and how long
@@ -639,6 +645,11 @@ impl Outcome {
         r.figure("chat connect failures", c.connect_failures as f64, "");
         r.figure("chat server error frames", c.server_errors as f64, "");
         r.figure("chat unacknowledged at end", c.unacked_at_end as f64, "");
+        r.figure(
+            "chat resent, found stored",
+            c.resent_found_stored as f64,
+            "",
+        );
         r.figure("chat messages read back", self.history.messages as f64, "");
         r.figure(
             "chat stored, never acknowledged",
@@ -899,7 +910,7 @@ impl BoardDriver {
                     }
                     retried = true;
                     self.stats.borrow_mut().retries += 1;
-                    actix_web::rt::time::sleep(RETRY).await;
+                    actix_web::rt::time::sleep(retry_pause()).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -982,7 +993,7 @@ impl BoardDriver {
                 self.counters.closed();
                 self.stats.borrow_mut().sse_reconnects += 1;
             }
-            actix_web::rt::time::sleep(RETRY).await;
+            actix_web::rt::time::sleep(retry_pause()).await;
         }
     }
 
