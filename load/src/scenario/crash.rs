@@ -111,10 +111,11 @@ pub struct CrashArgs {
     /// Seconds of load after the last restart, before everything is read back.
     #[arg(long, default_value_t = 5)]
     pub after: u64,
-    /// Chat messages per second over all families (both members send, alternating).
+    /// Chat messages per second over all families (both members send, alternating); 0: none.
     #[arg(long, default_value_t = 5000.0)]
     pub chat_rate: f64,
-    /// Board changes per second over all families: grants by the parent, attaches by the child.
+    /// Board changes per second over all families: grants by the parent, attaches by the
+    /// child; 0: none.
     #[arg(long, default_value_t = 1000.0)]
     pub board_rate: f64,
     /// Length of each chat message text.
@@ -700,7 +701,21 @@ async fn work(
     chat.connect(false).await;
     boards.watch_streams(Duration::from_secs(60)).await;
     worker.phases.arrive(0).await;
-    futures_util::future::join(chat.drive(chat_interval, 1), boards.drive(board_interval)).await;
+    // A rate of 0 leaves that side idle (its sessions and streams still reconnect and are
+    // checked).
+    let chat_load = async {
+        match chat_interval {
+            Some(interval) => chat.drive(Some(interval), 1).await,
+            None => wait_stopped(&worker.phases).await,
+        }
+    };
+    let board_load = async {
+        match board_interval {
+            Some(interval) => boards.drive(Some(interval)).await,
+            None => wait_stopped(&worker.phases).await,
+        }
+    };
+    futures_util::future::join(chat_load, board_load).await;
     let chat_stats = chat.drain().await;
     let history = chat.verify_history(gens.count()).await;
     let board = boards.verify().await;
@@ -708,6 +723,12 @@ async fn work(
         chat: chat_stats,
         history,
         board,
+    }
+}
+
+async fn wait_stopped(phases: &Phases) {
+    while !phases.stopped() {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
