@@ -1,7 +1,7 @@
 //! podo-load: the load generator and benchmark of the podo server.
 //!
 //! `seed` writes families straight into the database and mints their tokens; the scenarios
-//! (`board`, `sse-idle`, `chat`, `storm`, `push`, `signup`) drive a running server over loopback
+//! (`board`, `sse-idle`, `chat`, `storm`, `push`, `signup`, `crash`) drive a running server over loopback
 //! through the public API (REST, SSE, WebSocket), measure latencies with HDR histograms and check, from the clients'
 //! side, that nothing acknowledged was lost, duplicated or reordered. Every run is bounded: it
 //! stops after `--duration` and a hard deadline ends the process whatever happens.
@@ -43,6 +43,11 @@ enum Command {
     /// Chat under reconnect storms: drop a share of the sessions periodically, resume, check that
     /// nothing acknowledged is missing, duplicated or out of order.
     Storm(scenario::chat::StormArgs),
+    /// Kill -9 under load: runs the server itself (`--serve`), SIGKILLs it at random moments
+    /// while chat and board changes go on, restarts it on the same database, lets the clients
+    /// reconnect and resume, then checks through the API that nothing acknowledged was lost or
+    /// duplicated.
+    Crash(scenario::crash::CrashArgs),
     /// Web push at a target rate to an HTTPS push service run by podo-load: chat messages to
     /// absent children, send → push received (decrypted).
     Push(scenario::push::PushArgs),
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Storm(args) => scenario::chat::run_storm(args),
         Command::Push(args) => scenario::push::run(args),
         Command::Signup(args) => scenario::signup::run(args),
+        Command::Crash(args) => scenario::crash::run(args),
     };
     match outcome {
         Ok(report) => {

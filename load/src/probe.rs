@@ -93,6 +93,27 @@ impl Metrics {
     }
 }
 
+/// The status code of `GET path` (a blocking request, as [`Metrics::scrape`]); an error when the
+/// server does not answer within a second or two (it is down or still starting).
+pub fn status(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", String::from_utf8_lossy(&head)))
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BatchFigures {
     pub count: f64,

@@ -4,7 +4,8 @@
 //! side that each session gets every committed message exactly once, in `seq` order, with no gap
 //! after a `resume`. `storm` also drops a share of the sessions every few seconds; they reconnect,
 //! resume from the last seq they saw, and resend what was never acknowledged (same `client_id`,
-//! so the server must not store it twice).
+//! so the server must not store it twice). The `crash` scenario drives the same engine
+//! ([`ChatEngine`]) while it kills and restarts the server, and then reads the history back.
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,13 +21,22 @@ use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
 use super::board::{add_process_figures, add_server_figures};
+use super::crash::{self, Generations, Tally};
 use super::{CONNECT_CONCURRENCY, Common, Counters, Pacer, Phases, Worker, per_family_interval};
-use crate::client::{SseStream, Target, open_ws};
+use crate::client::{SseStream, Target, open_ws, request};
 use crate::probe::{self, Metrics};
 use crate::report::{Latency, Report};
 
 /// How long after the load stops sessions get to catch up before missing messages are counted.
 const DRAIN: Duration = Duration::from_secs(10);
+/// A session whose connection failed tries again after this long.
+const CONNECT_RETRY: Duration = Duration::from_millis(500);
+/// A session the server dropped reconnects after this long (storms pick their own delay).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// History page size when the crash scenario reads every message back (the API's maximum).
+const HISTORY_PAGE: usize = 200;
+/// Tries for one history page before the family counts as unreadable.
+const HISTORY_TRIES: usize = 20;
 
 #[derive(Args, Clone)]
 pub struct ChatArgs {
@@ -63,7 +73,7 @@ pub struct StormArgs {
 }
 
 #[derive(Clone, Copy)]
-struct Storm {
+pub struct Storm {
     drop_share: f64,
     every: Duration,
     reconnect: Duration,
@@ -97,33 +107,38 @@ enum ServerFrame {
 /// Per-worker results and violation counts.
 #[derive(Default)]
 pub struct ChatStats {
-    ack: Latency,
-    partner: Latency,
-    sent: u64,
-    acked: u64,
-    delivered: u64,
-    skipped: u64,
-    late: u64,
-    sessions: u64,
-    reconnects: u64,
-    connect_failures: u64,
-    server_errors: u64,
+    pub(super) ack: Latency,
+    pub(super) partner: Latency,
+    pub(super) sent: u64,
+    pub(super) acked: u64,
+    pub(super) delivered: u64,
+    pub(super) skipped: u64,
+    pub(super) late: u64,
+    pub(super) sessions: u64,
+    pub(super) reconnects: u64,
+    pub(super) connect_failures: u64,
+    pub(super) server_errors: u64,
     /// A message at or below the session's last seq (delivered twice, or out of order).
-    duplicates: u64,
+    pub(super) duplicates: u64,
     /// Seqs skipped over by a session.
-    gaps: u64,
+    pub(super) gaps: u64,
     /// An ack that came after the sending session already had the message.
-    acks_after_message: u64,
+    pub(super) acks_after_message: u64,
     /// One client_id acknowledged or delivered under two seqs (stored twice).
-    double_stored: u64,
+    pub(super) double_stored: u64,
     /// Acknowledged messages a session still lacked when the run ended.
-    missing_at_end: u64,
+    pub(super) missing_at_end: u64,
     /// Messages sent but never acknowledged by the end.
-    unacked_at_end: u64,
+    pub(super) unacked_at_end: u64,
+    /// A reconnect's `hello` whose last_seq is below what the session had already been given:
+    /// committed messages the server no longer has.
+    pub(super) rewound: u64,
+    /// Resends (after a reconnect) of messages that turned out to be stored already.
+    pub(super) resent_found_stored: u64,
 }
 
 impl ChatStats {
-    fn merge(mut self, o: ChatStats) -> ChatStats {
+    pub(super) fn merge(mut self, o: ChatStats) -> ChatStats {
         self.ack.merge(&o.ack);
         self.partner.merge(&o.partner);
         self.sent += o.sent;
@@ -141,6 +156,8 @@ impl ChatStats {
         self.double_stored += o.double_stored;
         self.missing_at_end += o.missing_at_end;
         self.unacked_at_end += o.unacked_at_end;
+        self.rewound += o.rewound;
+        self.resent_found_stored += o.resent_found_stored;
         self
     }
 }
@@ -161,6 +178,9 @@ struct FamilyState {
     max_acked: i64,
     next_id: u64,
     in_flight: usize,
+    /// Crash scenario only: client_id → (the seq of its first ack, the server generation that
+    /// gave it).
+    acks: HashMap<String, (i64, usize)>,
 }
 
 /// One member's chat session, which survives reconnects: `last_seq` carries over to `resume`.
@@ -178,6 +198,8 @@ struct Session {
     live: Cell<bool>,
     /// Sent on this member's session and not acknowledged yet: (client_id, text).
     unacked: RefCell<Vec<(String, String)>>,
+    /// The server generation the current connection was made to (crash scenario; else 0).
+    generation: Cell<usize>,
 }
 
 impl Session {
@@ -211,11 +233,30 @@ struct Ctx {
     /// Distinguishes this run's client_ids from earlier runs on the same families: the server
     /// answers a reused client_id with the original seq and stores nothing.
     run_id: u32,
+    /// Crash scenario: which server process is up, when each first took a write, what is in
+    /// flight. Reconnects are then quicker ([`crash::retry_pause`]).
+    gens: Option<Arc<Generations>>,
 }
 
 impl Ctx {
     fn violation(&self, n: u64) {
         self.counters.violations.fetch_add(n, Relaxed);
+    }
+
+    fn connect_retry(&self) -> Duration {
+        if self.gens.is_some() {
+            crash::retry_pause()
+        } else {
+            CONNECT_RETRY
+        }
+    }
+
+    fn reconnect_pause(&self) -> Duration {
+        if self.gens.is_some() {
+            crash::retry_pause()
+        } else {
+            RECONNECT_PAUSE
+        }
     }
 }
 
@@ -297,6 +338,7 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
     report.check("missing at end", stats.missing_at_end);
     report.check("stored twice", stats.double_stored);
     report.check("ack after message", stats.acks_after_message);
+    report.check("seqs rewound on reconnect", stats.rewound);
     Ok(Some(report))
 }
 
@@ -309,130 +351,293 @@ async fn work(
     text: String,
     run_id: u32,
 ) -> ChatStats {
-    let ctx = Rc::new(Ctx {
-        target: worker.target.clone(),
-        counters: worker.counters.clone(),
-        phases: worker.phases.clone(),
-        stats: RefCell::default(),
-        storm,
-        text,
-        run_id,
-    });
-    let families: Vec<Rc<ChatFamily>> = worker
-        .families
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let session = |member, token: &str| {
-                Rc::new(Session {
-                    member,
-                    token: token.to_owned(),
-                    tx: RefCell::new(None),
-                    kill: Notify::new(),
-                    last_seq: Cell::new(0),
-                    resuming: Cell::new(false),
-                    ready: Cell::new(false),
-                    live: Cell::new(false),
-                    unacked: RefCell::default(),
-                })
-            };
-            Rc::new(ChatFamily {
-                ids: [f.parent.id, f.child.id],
-                client: worker.client(i),
-                sessions: [session(0, &f.parent.token), session(1, &f.child.token)],
-                state: RefCell::default(),
-                acked: Notify::new(),
-            })
-        })
-        .collect();
+    let engine = ChatEngine::new(&worker, text, run_id, storm, None);
+    engine.connect(sse).await;
+    worker.phases.arrive(0).await;
+    engine.drive(interval, window).await;
+    engine.drain().await
+}
 
-    // Set-up: open every session (a bounded number at a time) and wait for its hello.
-    let jobs: Vec<(Rc<ChatFamily>, usize)> = families
-        .iter()
-        .flat_map(|f| [(f.clone(), 0), (f.clone(), 1)])
-        .collect();
-    futures_util::stream::iter(jobs)
-        .for_each_concurrent(CONNECT_CONCURRENCY, |(family, member)| {
-            let ctx = ctx.clone();
-            async move {
+/// One worker's chat families: their sessions, what they sent and what came back.
+pub struct ChatEngine {
+    ctx: Rc<Ctx>,
+    families: Vec<Rc<ChatFamily>>,
+}
+
+/// What reading the whole history back found (crash scenario).
+#[derive(Default)]
+pub struct HistoryCheck {
+    /// Acknowledged / lost / duplicated, by the server generation that acknowledged them.
+    pub tally: Tally,
+    /// Seqs missing from a family's history (it must be 1..n).
+    pub gaps: u64,
+    /// Acknowledged messages found under another seq than their ack said.
+    pub moved: u64,
+    /// Messages in the history that no ack of this run named (sent, never acknowledged).
+    pub unacked_stored: u64,
+    /// Messages read back.
+    pub messages: u64,
+    /// Families whose history could not be read.
+    pub unreadable: u64,
+}
+
+#[derive(Deserialize)]
+struct HistoryMessage {
+    seq: i64,
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    messages: Vec<HistoryMessage>,
+}
+
+impl ChatEngine {
+    pub fn new(
+        worker: &Worker,
+        text: String,
+        run_id: u32,
+        storm: Option<Storm>,
+        gens: Option<Arc<Generations>>,
+    ) -> ChatEngine {
+        let ctx = Rc::new(Ctx {
+            target: worker.target.clone(),
+            counters: worker.counters.clone(),
+            phases: worker.phases.clone(),
+            stats: RefCell::default(),
+            storm,
+            text,
+            run_id,
+            gens,
+        });
+        let families = worker
+            .families
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let session = |member, token: &str| {
+                    Rc::new(Session {
+                        member,
+                        token: token.to_owned(),
+                        tx: RefCell::new(None),
+                        kill: Notify::new(),
+                        last_seq: Cell::new(0),
+                        resuming: Cell::new(false),
+                        ready: Cell::new(false),
+                        live: Cell::new(false),
+                        unacked: RefCell::default(),
+                        generation: Cell::new(0),
+                    })
+                };
+                Rc::new(ChatFamily {
+                    ids: [f.parent.id, f.child.id],
+                    client: worker.client(i),
+                    sessions: [session(0, &f.parent.token), session(1, &f.child.token)],
+                    state: RefCell::default(),
+                    acked: Notify::new(),
+                })
+            })
+            .collect();
+        ChatEngine { ctx, families }
+    }
+
+    /// Opens every session (a bounded number at a time) and waits for each to catch up once.
+    pub async fn connect(&self, sse: bool) {
+        let ctx = &self.ctx;
+        let jobs: Vec<(Rc<ChatFamily>, usize)> = self
+            .families
+            .iter()
+            .flat_map(|f| [(f.clone(), 0), (f.clone(), 1)])
+            .collect();
+        futures_util::stream::iter(jobs)
+            .for_each_concurrent(CONNECT_CONCURRENCY, |(family, member)| async move {
                 let session = family.sessions[member].clone();
                 ctx.stats.borrow_mut().sessions += 1;
                 actix_web::rt::spawn(run_session(family.clone(), session.clone(), ctx.clone()));
                 if sse {
-                    open_sse(&family, &session.token, &ctx).await;
+                    open_sse(&family, &session.token, ctx).await;
                 }
                 while !session.ready.get() && !ctx.phases.stopped() {
                     actix_web::rt::time::sleep(Duration::from_millis(10)).await;
                 }
-            }
-        })
-        .await;
-    worker.phases.arrive(0).await;
-
-    if let Some(storm) = storm {
-        actix_web::rt::spawn(storms(families.clone(), storm, ctx.clone()));
+            })
+            .await;
     }
-    let n = families.len();
-    let drivers: Vec<_> = families
-        .iter()
-        .enumerate()
-        .map(|(i, family)| {
-            let family = family.clone();
-            let ctx = ctx.clone();
-            actix_web::rt::spawn(async move {
-                let mut pacer = Pacer::new(interval, i as f64 / n as f64);
-                let mut turn = i;
-                while !ctx.phases.stopped() {
-                    if interval.is_some() {
-                        pacer.tick().await;
-                    } else if family.state.borrow().in_flight >= window {
-                        let _ = actix_web::rt::time::timeout(
-                            Duration::from_millis(50),
-                            family.acked.notified(),
-                        )
-                        .await;
-                        continue;
-                    }
-                    if ctx.phases.stopped() {
-                        break;
-                    }
-                    turn += 1;
-                    if !family.send_next(turn % 2, &ctx) {
-                        ctx.stats.borrow_mut().skipped += 1;
-                        if interval.is_none() {
-                            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+
+    /// Sends until the coordinator says stop: at `interval` per family, or (None) keeping
+    /// `window` messages in flight per family.
+    pub async fn drive(&self, interval: Option<Duration>, window: usize) {
+        if let Some(storm) = self.ctx.storm {
+            actix_web::rt::spawn(storms(self.families.clone(), storm, self.ctx.clone()));
+        }
+        let n = self.families.len();
+        let drivers: Vec<_> = self
+            .families
+            .iter()
+            .enumerate()
+            .map(|(i, family)| {
+                let family = family.clone();
+                let ctx = self.ctx.clone();
+                actix_web::rt::spawn(async move {
+                    let mut pacer = Pacer::new(interval, i as f64 / n as f64);
+                    let mut turn = i;
+                    while !ctx.phases.stopped() {
+                        if interval.is_some() {
+                            pacer.tick().await;
+                        } else if family.state.borrow().in_flight >= window {
+                            let _ = actix_web::rt::time::timeout(
+                                Duration::from_millis(50),
+                                family.acked.notified(),
+                            )
+                            .await;
+                            continue;
+                        }
+                        if ctx.phases.stopped() {
+                            break;
+                        }
+                        turn += 1;
+                        if !family.send_next(turn % 2, &ctx) {
+                            ctx.stats.borrow_mut().skipped += 1;
+                            if interval.is_none() {
+                                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                            }
                         }
                     }
-                }
-                ctx.stats.borrow_mut().late += pacer.late;
+                    ctx.stats.borrow_mut().late += pacer.late;
+                })
             })
-        })
-        .collect();
-    futures_util::future::join_all(drivers).await;
+            .collect();
+        futures_util::future::join_all(drivers).await;
+    }
 
-    // Drain: give every session time to get everything acknowledged (resumes included).
-    let caught_up = |f: &ChatFamily| {
-        let max = f.state.borrow().max_acked;
-        f.sessions
-            .iter()
-            .all(|s| s.usable() && s.last_seq.get() >= max && s.unacked.borrow().is_empty())
-    };
-    let until = Instant::now() + DRAIN;
-    while Instant::now() < until && !families.iter().all(|f| caught_up(f)) {
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut stats = std::mem::take(&mut *ctx.stats.borrow_mut());
-    for f in &families {
-        let max = f.state.borrow().max_acked;
-        for s in &f.sessions {
-            stats.missing_at_end += (max - s.last_seq.get()).max(0) as u64;
-            stats.unacked_at_end += s.unacked.borrow().len() as u64;
+    /// Gives every session time to get everything acknowledged (resumes included), then counts
+    /// what is still missing or unacknowledged.
+    pub async fn drain(&self) -> ChatStats {
+        let caught_up = |f: &ChatFamily| {
+            let max = f.state.borrow().max_acked;
+            f.sessions
+                .iter()
+                .all(|s| s.usable() && s.last_seq.get() >= max && s.unacked.borrow().is_empty())
+        };
+        let until = Instant::now() + DRAIN;
+        while Instant::now() < until && !self.families.iter().all(|f| caught_up(f)) {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut stats = std::mem::take(&mut *self.ctx.stats.borrow_mut());
+        for f in &self.families {
+            let max = f.state.borrow().max_acked;
+            for s in &f.sessions {
+                stats.missing_at_end += (max - s.last_seq.get()).max(0) as u64;
+                stats.unacked_at_end += s.unacked.borrow().len() as u64;
+            }
+        }
+        stats
     }
-    stats
+
+    /// Reads every family's whole history through the API and holds it against the acks:
+    /// seqs 1..n without gaps, each client_id once, each acknowledged one under its seq.
+    /// `generations` is how many server processes there were.
+    pub async fn verify_history(&self, generations: usize) -> HistoryCheck {
+        let mut check = HistoryCheck {
+            tally: Tally::new(generations),
+            ..HistoryCheck::default()
+        };
+        let check_cell = RefCell::new(&mut check);
+        futures_util::stream::iter(self.families.iter())
+            .for_each_concurrent(CONNECT_CONCURRENCY / 4, |family| {
+                let check_cell = &check_cell;
+                async move {
+                    let history = family.read_history(&self.ctx).await;
+                    family.compare(history, generations, &mut check_cell.borrow_mut());
+                }
+            })
+            .await;
+        check
+    }
 }
 
 impl ChatFamily {
+    /// Every message of the family in seq order, read page by page with the parent's token;
+    /// None if a page kept failing.
+    async fn read_history(&self, ctx: &Ctx) -> Option<Vec<HistoryMessage>> {
+        let mut messages: Vec<HistoryMessage> = Vec::new();
+        loop {
+            let after = messages.last().map_or(0, |m| m.seq);
+            let url = ctx.target.url(&format!(
+                "/api/chat/messages?after_seq={after}&limit={HISTORY_PAGE}"
+            ));
+            let mut page = None;
+            for _ in 0..HISTORY_TRIES {
+                match request::<HistoryPage>(
+                    &self.client,
+                    awc::http::Method::GET,
+                    &url,
+                    &self.sessions[0].token,
+                    None,
+                )
+                .await
+                {
+                    Ok(p) => {
+                        page = Some(p);
+                        break;
+                    }
+                    Err(err) => {
+                        eprintln!("podo-load: chat history: {err}");
+                        actix_web::rt::time::sleep(crash::retry_pause()).await;
+                    }
+                }
+            }
+            let page = page?;
+            let full = page.messages.len() >= HISTORY_PAGE;
+            messages.extend(page.messages);
+            if !full {
+                return Some(messages);
+            }
+        }
+    }
+
+    /// Holds one family's history against what its sessions were acknowledged.
+    fn compare(
+        &self,
+        history: Option<Vec<HistoryMessage>>,
+        generations: usize,
+        check: &mut HistoryCheck,
+    ) {
+        let st = self.state.borrow();
+        // Messages nobody acknowledged are charged to the last generation that could have
+        // stored them: the one that was up when they were sent is unknown, the last is not.
+        let unknown = generations.saturating_sub(1);
+        for &(_, generation) in st.acks.values() {
+            check.tally.acked(generation);
+        }
+        let Some(history) = history else {
+            check.unreadable += 1;
+            return;
+        };
+        check.messages += history.len() as u64;
+        let mut stored: HashMap<&str, i64> = HashMap::new();
+        let mut expected = 1;
+        for m in &history {
+            if m.seq > expected {
+                check.gaps += (m.seq - expected) as u64;
+            }
+            expected = m.seq + 1;
+            if stored.insert(&m.client_id, m.seq).is_some() {
+                let generation = st.acks.get(&m.client_id).map_or(unknown, |a| a.1);
+                check.tally.duplicated(generation);
+            } else if !st.acks.contains_key(&m.client_id) {
+                check.unacked_stored += 1;
+            }
+        }
+        for (client_id, &(seq, generation)) in &st.acks {
+            match stored.get(client_id.as_str()) {
+                None => check.tally.lost(generation),
+                Some(&s) if s != seq => check.moved += 1,
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Sends the next message from `member`'s session; false if that session is down.
     fn send_next(&self, member: usize, ctx: &Ctx) -> bool {
         let session = &self.sessions[member];
@@ -452,6 +657,9 @@ impl ChatFamily {
             .unacked
             .borrow_mut()
             .push((client_id.clone(), ctx.text.clone()));
+        if let Some(gens) = &ctx.gens {
+            gens.chat_in_flight.fetch_add(1, Relaxed);
+        }
         let mut st = self.state.borrow_mut();
         st.in_flight += 1;
         st.sent.insert(
@@ -491,6 +699,11 @@ impl ChatFamily {
                 // messages back, for up to a second, so that none comes before the history.
                 if !session.ready.get() {
                     session.last_seq.set(last_seq);
+                } else if last_seq < session.last_seq.get() {
+                    // The room's last committed seq is below what this session was given.
+                    let lost = (session.last_seq.get() - last_seq) as u64;
+                    ctx.stats.borrow_mut().rewound += lost;
+                    ctx.violation(lost);
                 }
                 session.resuming.set(true);
                 session.send(
@@ -540,6 +753,13 @@ impl ChatFamily {
                 self.note_seq(&client_id, seq, ctx);
                 let mut st = self.state.borrow_mut();
                 st.max_acked = st.max_acked.max(seq);
+                if let Some(gens) = &ctx.gens {
+                    let generation = session.generation.get();
+                    gens.wrote(generation);
+                    st.acks
+                        .entry(client_id.clone())
+                        .or_insert((seq, generation));
+                }
                 let Some(sent) = st.sent.get_mut(&client_id) else {
                     return;
                 };
@@ -553,6 +773,9 @@ impl ChatFamily {
                 }
                 st.in_flight = st.in_flight.saturating_sub(1);
                 drop(st);
+                if let Some(gens) = &ctx.gens {
+                    gens.chat_in_flight.fetch_sub(1, Relaxed);
+                }
                 let mut stats = ctx.stats.borrow_mut();
                 stats.acked += 1;
                 if !resent {
@@ -561,6 +784,10 @@ impl ChatFamily {
                         stats.acks_after_message += 1;
                         ctx.violation(1);
                     }
+                } else if seq <= session.last_seq.get() {
+                    // The resume brought it before this resend's ack: it had been stored
+                    // before the connection dropped, and the ack names that seq.
+                    stats.resent_found_stored += 1;
                 }
                 ctx.counters.acked.fetch_add(1, Relaxed);
                 self.acked.notify_one();
@@ -611,10 +838,13 @@ async fn run_session(family: Rc<ChatFamily>, session: Rc<Session>, ctx: Rc<Ctx>)
                     if ctx.counters.connect_failed.fetch_add(1, Relaxed) < 3 {
                         eprintln!("podo-load: chat connect failed: {err}");
                     }
-                    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+                    actix_web::rt::time::sleep(ctx.connect_retry()).await;
                     continue;
                 }
             };
+        if let Some(gens) = &ctx.gens {
+            session.generation.set(gens.current());
+        }
         ctx.counters.opened();
         let (tx, mut rx) = mpsc::unbounded_channel::<ws::Message>();
         *session.tx.borrow_mut() = Some(tx.clone());
@@ -656,7 +886,7 @@ async fn run_session(family: Rc<ChatFamily>, session: Rc<Session>, ctx: Rc<Ctx>)
         ctx.counters.reconnects.fetch_add(1, Relaxed);
         let pause = match (killed, ctx.storm) {
             (true, Some(storm)) => storm.reconnect.mul_f64(rand::random::<f64>()),
-            _ => Duration::from_millis(200),
+            _ => ctx.reconnect_pause(),
         };
         actix_web::rt::time::sleep(pause).await;
     }

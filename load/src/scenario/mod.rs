@@ -3,6 +3,7 @@
 //! and the workers, live counters for the progress bar, and the hard deadline.
 pub mod board;
 pub mod chat;
+pub mod crash;
 pub mod push;
 pub mod signup;
 pub mod sse_idle;
