@@ -1,7 +1,8 @@
 //! The cluster's Redis layer (`src/cluster`) through two `Cluster` handles with two node ids in
 //! one process, against a real Redis of each test's own (`support/redis.rs`): fan-out, own
 //! events ignored, unsubscribing, presence across nodes and its expiry, a Redis outage (resync,
-//! dropped publishes, re-registered presence).
+//! dropped publishes, re-registered presence). And chat seqs reserved by two concurrent writers
+//! on one PostgreSQL database (`PODO_TEST_PG`; skipped with a note without it).
 #[path = "support/redis.rs"]
 mod redis_server;
 
@@ -463,4 +464,189 @@ async fn bad_settings_are_refused() {
         message.contains("PODO_REDIS_URL") && message.contains("postgres://"),
         "{message}"
     );
+}
+
+mod seqs {
+    //! Chat seqs reserved in PostgreSQL by two writers with pools of their own (two nodes).
+    use std::collections::BTreeMap;
+
+    use podo::cluster::seq::{repair_counter, reserve_seqs, reserve_seqs_many};
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
+
+    /// A fresh migrated database on `PODO_TEST_PG`; None (and a note) without it.
+    async fn fresh_pg() -> Option<String> {
+        let admin_url = std::env::var("PODO_TEST_PG").ok().filter(|u| !u.is_empty());
+        let Some(admin_url) = admin_url else {
+            eprintln!("skipped: set PODO_TEST_PG to run the PostgreSQL seq tests");
+            return None;
+        };
+        let name = format!(
+            "podo_t_{}_seq_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let admin = Database::connect(admin_url.as_str())
+            .await
+            .expect("connect to PODO_TEST_PG");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("PODO_TEST_PG has a database");
+        let url = format!("{base}/{name}");
+        let db = podo::store::Db::connect(&url).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db.close().await;
+        Some(url)
+    }
+
+    async fn insert_messages(
+        txn: &impl ConnectionTrait,
+        family_id: i64,
+        first: i64,
+        n: i64,
+        writer: &str,
+    ) {
+        let rows: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "({family_id}, {}, 1, '{writer}-{}-{i}', 'hi', now())",
+                    first + i,
+                    first
+                )
+            })
+            .collect();
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) VALUES {}",
+                rows.join(", ")
+            ),
+        ))
+        .await
+        .expect("insert messages");
+    }
+
+    async fn seqs_of(db: &sea_orm::DatabaseConnection, family_id: i64) -> Vec<i64> {
+        db.query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT seq FROM messages WHERE family_id = {family_id} ORDER BY seq"),
+        ))
+        .await
+        .expect("read seqs")
+        .iter()
+        .map(|row| row.try_get::<i64>("", "seq").expect("seq"))
+        .collect()
+    }
+
+    /// One writer: `rounds` transactions of 1-8 messages for families 1-3 (in an order of its
+    /// own), every fourth rolled back after reserving and inserting; returns what it committed
+    /// per family.
+    async fn writer(url: String, name: &'static str, rounds: usize) -> BTreeMap<i64, i64> {
+        let db = podo::store::Db::connect(&url).await.expect("connect");
+        let mut committed = BTreeMap::new();
+        for round in 0..rounds {
+            let txn = db.write.begin().await.expect("begin");
+            let mut counts = Vec::new();
+            for family_id in [3, 1, 2] {
+                let n = 1 + ((round * 7 + family_id as usize * 3) % 8) as i64;
+                if !(round + family_id as usize).is_multiple_of(3) {
+                    counts.push((family_id, n));
+                }
+            }
+            if name == "b" {
+                counts.reverse();
+            }
+            let firsts = if counts.len() == 1 && round % 2 == 0 {
+                let (family_id, n) = counts[0];
+                BTreeMap::from([(
+                    family_id,
+                    reserve_seqs(&txn, family_id, n).await.expect("reserve"),
+                )])
+            } else {
+                reserve_seqs_many(&txn, &counts).await.expect("reserve")
+            };
+            for &(family_id, n) in &counts {
+                insert_messages(&txn, family_id, firsts[&family_id], n, name).await;
+            }
+            // Hold the locks a moment, so the other writer queues behind them.
+            tokio::task::yield_now().await;
+            if round % 4 == 3 {
+                txn.rollback().await.expect("rollback");
+            } else {
+                txn.commit().await.expect("commit");
+                for (family_id, n) in counts {
+                    *committed.entry(family_id).or_default() += n;
+                }
+            }
+        }
+        db.close().await;
+        committed
+    }
+
+    #[actix_web::test]
+    async fn two_writers_get_gapless_unique_seqs() {
+        let Some(url) = fresh_pg().await else { return };
+        let rounds = 200;
+        let (a, b) = tokio::join!(
+            tokio::spawn(writer(url.clone(), "a", rounds)),
+            tokio::spawn(writer(url.clone(), "b", rounds)),
+        );
+        let (a, b) = (a.expect("writer a"), b.expect("writer b"));
+        let db = Database::connect(url.as_str()).await.expect("connect");
+        for family_id in [1, 2, 3] {
+            let total = a.get(&family_id).unwrap_or(&0) + b.get(&family_id).unwrap_or(&0);
+            assert!(total > 100, "family {family_id}: only {total} committed");
+            let seqs = seqs_of(&db, family_id).await;
+            let expected: Vec<i64> = (1..=total).collect();
+            assert!(
+                seqs == expected,
+                "family {family_id}: {} seqs, not 1..={total} (first differences: {:?})",
+                seqs.len(),
+                seqs.iter()
+                    .zip(&expected)
+                    .filter(|(s, e)| s != e)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+        }
+        // Both writers wrote family 1.
+        let writers: Vec<String> = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT DISTINCT split_part(client_id, '-', 1) AS w FROM messages WHERE family_id = 1"
+                    .to_owned(),
+            ))
+            .await
+            .expect("writers")
+            .iter()
+            .map(|row| row.try_get::<String>("", "w").expect("w"))
+            .collect();
+        assert_eq!(writers.len(), 2, "{writers:?}");
+        db.close().await.ok();
+    }
+
+    #[actix_web::test]
+    async fn a_counter_behind_the_messages_is_repaired() {
+        let Some(url) = fresh_pg().await else { return };
+        let db = Database::connect(url.as_str()).await.expect("connect");
+        // Rows written without a reservation (a writer that does not use the counters).
+        insert_messages(&db, 7, 1, 5, "old").await;
+        let txn = db.begin().await.expect("begin");
+        assert_eq!(reserve_seqs(&txn, 7, 1).await.expect("reserve"), 1);
+        txn.rollback().await.expect("rollback");
+        let txn = db.begin().await.expect("begin");
+        assert_eq!(repair_counter(&txn, 7).await.expect("repair"), 5);
+        assert_eq!(reserve_seqs(&txn, 7, 2).await.expect("reserve"), 6);
+        txn.commit().await.expect("commit");
+        // A counter ahead is left alone.
+        let txn = db.begin().await.expect("begin");
+        assert_eq!(repair_counter(&txn, 7).await.expect("repair"), 7);
+        assert!(reserve_seqs(&txn, 7, 0).await.is_err());
+        txn.rollback().await.expect("rollback");
+        db.close().await.ok();
+    }
 }

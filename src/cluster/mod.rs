@@ -16,6 +16,8 @@
 //! - **Presence** ([`Cluster::join`], [`Cluster::leave`], [`Cluster::present`]): a heartbeat key per
 //!   node instance with a TTL and a set of `user@instance` entries per family; an entry counts only
 //!   while its instance's heartbeat lives (`presence.rs`).
+//! - **Seqs** (`seq.rs`): chat seqs per family, gapless and unique across nodes, reserved in the
+//!   database inside the transaction that inserts the messages.
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +31,7 @@ use crate::metrics::Metrics;
 
 mod presence;
 mod pubsub;
+pub mod seq;
 
 /// Events waiting for the publisher task; past this, [`Cluster::publish`] drops and counts them
 /// (a burst of 8,192 commits faster than one Redis connection takes them: receivers resync).
