@@ -370,6 +370,47 @@ async fn a_killed_nodes_members_expire() {
 }
 
 #[actix_web::test]
+async fn a_lapsed_heartbeat_registers_and_announces_again() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "a").await;
+    let b = node(&redis, "b").await;
+    let mut on_b = inbox();
+    let _sb = b.cluster.subscribe(1, on_b.recipient.clone());
+    on_b.resync().await;
+    a.cluster.join(1, 10);
+    on_b.expect(ClusterEvent::Presence {
+        user_id: 10,
+        present: true,
+    })
+    .await;
+    present_becomes(&b.cluster, 1, &[10]).await;
+    // A's heartbeat key is gone (A was too late for its TTL, say): B's sweep removes A's entry
+    // and says so; A's next heartbeat finds its key gone, writes its entries again and
+    // announces them.
+    let mut conn = raw(&redis).await;
+    let removed: i64 = redis::cmd("DEL")
+        .arg(format!("podo:node:{}", a.cluster.instance()))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(removed, 1);
+    on_b.expect(ClusterEvent::Presence {
+        user_id: 10,
+        present: true,
+    })
+    .await;
+    present_becomes(&b.cluster, 1, &[10]).await;
+    // Alive again: nothing more changes (B's own `false`, if its sweep came first, may reach
+    // its sink just before or after A's `true`: notices, not the truth).
+    while on_b.next(Duration::from_millis(300)).await.is_some() {}
+    on_b.no_event(Duration::from_millis(1500)).await;
+    assert_eq!(
+        b.cluster.present(1).await.expect("present"),
+        HashSet::from([10])
+    );
+}
+
+#[actix_web::test]
 async fn a_redis_restart_resyncs_and_registers_presence_again() {
     let mut redis = RedisServer::start().await;
     let a = node(&redis, "a").await;

@@ -24,6 +24,11 @@ use super::{
     pipeline, query,
 };
 
+/// Removes the entry `ARGV[1]` from the set `KEYS[1]` if the heartbeat `KEYS[2]` is gone;
+/// answers 1 if it removed it. A script, so the check and the removal are one step in Redis.
+const REMOVE_IF_DEAD: &str = "if redis.call('EXISTS', KEYS[2]) == 0 then \
+     return redis.call('SREM', KEYS[1], ARGV[1]) end return 0";
+
 fn node_key(instance: &str) -> String {
     format!("podo:node:{instance}")
 }
@@ -145,25 +150,38 @@ async fn flush(shared: &Shared) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Refreshes the heartbeat and writes every entry of this node again; `announce` also publishes
-/// each member as present (after an outage: Redis may have lost them, and other nodes resync).
+/// Refreshes the heartbeat and writes every entry of this node again. Each member is also
+/// published as present when `announce` (after a failure) or when the heartbeat key was gone
+/// (the first beat, a Redis that restarted empty, or a beat so late that other nodes' sweeps may
+/// have removed this node's entries): other nodes then ask `present` again.
 async fn heartbeat_and_register(shared: &Shared, announce: bool) -> Result<(), ClusterError> {
     flush(shared).await?;
+    let ttl = shared.settings.node_ttl.as_millis() as u64;
+    let key = node_key(&shared.instance);
+    // SET .. GET (Redis 6.2 and later) answers the value before: none if the key had expired.
+    let before: Option<String> = query(&shared.conn, COMMAND_TIMEOUT, move |mut conn| {
+        let key = key.clone();
+        Box::pin(async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .arg("GET")
+                .query_async(&mut conn)
+                .await
+        })
+    })
+    .await?;
+    let announce = announce || before.is_none();
     let members: Vec<(i64, Vec<i64>)> = shared
         .presence()
         .members
         .iter()
         .map(|(&family_id, users)| (family_id, users.keys().copied().collect()))
         .collect();
-    let ttl = shared.settings.node_ttl.as_millis() as u64;
     let mut pipe = redis::pipe();
-    pipe.cmd("SET")
-        .arg(node_key(&shared.instance))
-        .arg(1)
-        .arg("PX")
-        .arg(ttl)
-        .ignore();
-    let mut commands = 1;
+    let mut commands = 0;
     let mut announced = 0;
     for (family_id, users) in members {
         let key = family_key(family_id);
@@ -293,9 +311,17 @@ async fn sweep(shared: &Shared) -> Result<(), ClusterError> {
         if dead.is_empty() {
             continue;
         }
+        // Checked again and removed in one step: a heartbeat that comes back between the look
+        // above and the removal keeps its entries (and one after it announces them again).
         let mut pipe = redis::pipe();
         for (family_id, _, e) in &dead {
-            pipe.cmd("SREM").arg(family_key(*family_id)).arg(*e);
+            let instance = parse_entry(e).map_or("", |(_, instance)| instance);
+            pipe.cmd("EVAL")
+                .arg(REMOVE_IF_DEAD)
+                .arg(2)
+                .arg(family_key(*family_id))
+                .arg(node_key(instance))
+                .arg(*e);
         }
         let removed: Vec<i64> = query(&shared.conn, COMMAND_TIMEOUT, pipeline(&pipe)).await?;
         let mut gone = HashSet::new();
