@@ -12,13 +12,15 @@
 //! - `reserve`: cluster mode: BEGIN, one `reserve_seqs_many` for the batch's families, the same
 //!   INSERT, COMMIT; both writers write the same families (a parent on one node, the child on
 //!   the other), so their reservations meet on the counter rows.
+//! - `1 statement`: cluster mode with `insert_reserving`: reservation and INSERT in one
+//!   statement, no transaction; the same families as `reserve`.
 //!
 //! Prints messages/s and commit p50/p99 per batch size, and checks afterwards that every family's
 //! seqs are exactly 1..=n.
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use podo::cluster::seq::reserve_seqs_many;
+use podo::cluster::seq::{NewMessage, insert_reserving, reserve_seqs_many};
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
@@ -60,13 +62,30 @@ fn insert(batch: &[(i64, i64)], tag: &str) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, insert_sql(batch.len()), values)
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Memory,
+    Reserve,
+    OneStatement,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Memory => "memory",
+            Mode::Reserve => "reserve",
+            Mode::OneStatement => "1 statement",
+        }
+    }
+}
+
 struct Run {
     messages: u64,
     commits: Vec<Duration>,
 }
 
 /// One writer: `families` (the ones it writes, in turn), `batch` per commit, for [`RUN`].
-async fn writer(url: String, name: String, families: Vec<i64>, batch: usize, reserve: bool) -> Run {
+async fn writer(url: String, name: String, families: Vec<i64>, batch: usize, mode: Mode) -> Run {
     let db = podo::store::Db::connect(&url).await.expect("connect");
     let mut next_seq: HashMap<i64, i64> = HashMap::new();
     let mut cursor = 0;
@@ -82,7 +101,19 @@ async fn writer(url: String, name: String, families: Vec<i64>, batch: usize, res
         cursor += batch;
         chosen.sort_unstable();
         let started = Instant::now();
-        if reserve {
+        if mode == Mode::OneStatement {
+            let rows: Vec<NewMessage> = chosen
+                .iter()
+                .map(|&family_id| NewMessage {
+                    family_id,
+                    sender_id: 1,
+                    client_id: format!("{name}-{cursor}-{family_id}"),
+                    text: "a chat message of ordinary length".into(),
+                    created_at: chrono::Utc::now(),
+                })
+                .collect();
+            insert_reserving(&db.write, &rows).await.expect("insert");
+        } else if mode == Mode::Reserve {
             let txn = db.write.begin().await.expect("begin");
             let counts: Vec<(i64, i64)> = chosen.iter().map(|&f| (f, 1)).collect();
             let firsts = reserve_seqs_many(&txn, &counts).await.expect("reserve");
@@ -175,10 +206,10 @@ async fn check_gapless(db: &DatabaseConnection) -> u64 {
     total
 }
 
-async fn scenario(admin_url: &str, batch: usize, reserve: bool) {
+async fn scenario(admin_url: &str, batch: usize, mode: Mode) {
     let url = fresh(admin_url).await;
     let all: Vec<i64> = (1..=FAMILIES).collect();
-    let (a_families, b_families) = if reserve {
+    let (a_families, b_families) = if mode != Mode::Memory {
         // Both nodes write every family; B goes round in another order.
         let mut b = all.clone();
         b.rotate_left(FAMILIES as usize / 2);
@@ -189,8 +220,8 @@ async fn scenario(admin_url: &str, batch: usize, reserve: bool) {
     };
     let started = Instant::now();
     let (a, b) = tokio::join!(
-        tokio::spawn(writer(url.clone(), "a".into(), a_families, batch, reserve)),
-        tokio::spawn(writer(url.clone(), "b".into(), b_families, batch, reserve)),
+        tokio::spawn(writer(url.clone(), "a".into(), a_families, batch, mode)),
+        tokio::spawn(writer(url.clone(), "b".into(), b_families, batch, mode)),
     );
     let elapsed = started.elapsed().as_secs_f64();
     let (a, b) = (a.expect("writer a"), b.expect("writer b"));
@@ -203,7 +234,7 @@ async fn scenario(admin_url: &str, batch: usize, reserve: bool) {
     assert_eq!(stored, messages, "every message stored once");
     println!(
         "| {} | {batch} | {:.0} | {:.0} | {:.2} | {:.2} |",
-        if reserve { "reserve" } else { "memory" },
+        mode.name(),
         messages as f64 / elapsed,
         commits.len() as f64 / elapsed,
         percentile(&commits, 0.50),
@@ -230,8 +261,9 @@ fn main() {
         println!("| seqs | messages per commit | messages/s | commits/s | commit p50 ms | commit p99 ms |");
         println!("|---|---|---|---|---|---|");
         for batch in BATCHES {
-            scenario(&admin_url, batch, false).await;
-            scenario(&admin_url, batch, true).await;
+            for mode in [Mode::Memory, Mode::Reserve, Mode::OneStatement] {
+                scenario(&admin_url, batch, mode).await;
+            }
         }
     });
 }

@@ -511,7 +511,9 @@ mod seqs {
     //! Chat seqs reserved in PostgreSQL by two writers with pools of their own (two nodes).
     use std::collections::BTreeMap;
 
-    use podo::cluster::seq::{repair_counter, reserve_seqs, reserve_seqs_many};
+    use podo::cluster::seq::{
+        NewMessage, insert_reserving, repair_counter, reserve_seqs, reserve_seqs_many,
+    };
     use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
 
     /// A fresh migrated database on `PODO_TEST_PG`; None (and a note) without it.
@@ -667,6 +669,93 @@ mod seqs {
             .map(|row| row.try_get::<String>("", "w").expect("w"))
             .collect();
         assert_eq!(writers.len(), 2, "{writers:?}");
+        db.close().await.ok();
+    }
+
+    /// One writer with one statement per batch (`insert_reserving`, no transaction): 1-6
+    /// messages for families 1-3; every fifth batch repeats a client id already stored, so the
+    /// statement fails whole. Checks the seqs it was given against what is stored; returns what
+    /// it committed per family.
+    async fn single_statement_writer(
+        url: String,
+        name: &'static str,
+        rounds: usize,
+    ) -> BTreeMap<i64, i64> {
+        let db = podo::store::Db::connect(&url).await.expect("connect");
+        let mut committed = BTreeMap::new();
+        for round in 0..rounds {
+            let mut rows = Vec::new();
+            for (i, family_id) in [2, 3, 1].into_iter().enumerate() {
+                for k in 0..(1 + (round + i * 5) % 6) {
+                    rows.push(NewMessage {
+                        family_id,
+                        sender_id: 2,
+                        client_id: format!("{name}-{round}-{k}"),
+                        text: "hi".into(),
+                        created_at: chrono::Utc::now(),
+                    });
+                }
+            }
+            if round % 5 == 4 {
+                rows[0].client_id = format!("{name}-0-0");
+                assert!(
+                    insert_reserving(&db.write, &rows).await.is_err(),
+                    "a stored client id fails the batch"
+                );
+                continue;
+            }
+            let seqs = insert_reserving(&db.write, &rows).await.expect("insert");
+            assert_eq!(seqs.len(), rows.len());
+            for (row, seq) in rows.iter().zip(&seqs) {
+                let stored: i64 = db
+                    .write
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        format!(
+                            "SELECT seq FROM messages WHERE family_id = {} AND client_id = '{}'",
+                            row.family_id, row.client_id
+                        ),
+                    ))
+                    .await
+                    .expect("read")
+                    .expect("stored")
+                    .try_get("", "seq")
+                    .expect("seq");
+                assert_eq!(stored, *seq);
+                *committed.entry(row.family_id).or_default() += 1;
+            }
+            // A family's rows got consecutive seqs in the order given.
+            let of_one: Vec<i64> = rows
+                .iter()
+                .zip(&seqs)
+                .filter(|(row, _)| row.family_id == 3)
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert!(of_one.windows(2).all(|w| w[1] == w[0] + 1), "{of_one:?}");
+        }
+        db.close().await;
+        committed
+    }
+
+    #[actix_web::test]
+    async fn one_statement_and_transaction_writers_share_the_seqs() {
+        let Some(url) = fresh_pg().await else { return };
+        let rounds = 120;
+        let (a, b, c) = tokio::join!(
+            tokio::spawn(single_statement_writer(url.clone(), "s1", rounds)),
+            tokio::spawn(single_statement_writer(url.clone(), "s2", rounds)),
+            tokio::spawn(writer(url.clone(), "t", rounds)),
+        );
+        let (a, b, c) = (a.expect("s1"), b.expect("s2"), c.expect("t"));
+        let db = Database::connect(url.as_str()).await.expect("connect");
+        for family_id in [1, 2, 3] {
+            let total: i64 = [&a, &b, &c]
+                .iter()
+                .map(|w| w.get(&family_id).copied().unwrap_or(0))
+                .sum();
+            let seqs = seqs_of(&db, family_id).await;
+            assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "family {family_id}");
+        }
         db.close().await.ok();
     }
 

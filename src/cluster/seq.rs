@@ -128,3 +128,130 @@ pub async fn repair_counter<C: ConnectionTrait>(txn: &C, family_id: i64) -> Resu
         .ok_or_else(|| DbErr::Custom("repair_counter returned no row".into()))?;
     row.try_get("", "last_seq")
 }
+
+/// Rows per [`insert_reserving`] statement (7 parameters a row and 2 a family: under
+/// PostgreSQL's 65,535).
+pub const MAX_INSERT_ROWS: usize = 4096;
+
+/// A chat message to insert with a seq the database hands out.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub family_id: i64,
+    pub sender_id: i64,
+    pub client_id: String,
+    pub text: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// PostgreSQL only: reserves the seqs and inserts the messages in **one statement** (a
+/// data-modifying CTE), so a batch without board changes needs no BEGIN/COMMIT, as today's
+/// chat-only batches. Returns each row's seq, in the order given; a family's rows get
+/// consecutive seqs in that order. The statement is atomic: a stored client id (unique index)
+/// fails it whole and nothing is reserved. At most [`MAX_INSERT_ROWS`] rows.
+pub async fn insert_reserving<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[NewMessage],
+) -> Result<Vec<i64>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    if rows.len() > MAX_INSERT_ROWS {
+        return Err(DbErr::Custom(format!(
+            "insert_reserving: {} rows, at most {MAX_INSERT_ROWS}",
+            rows.len()
+        )));
+    }
+    let backend = conn.get_database_backend();
+    if backend != sea_orm::DbBackend::Postgres {
+        return Err(DbErr::Custom(
+            "insert_reserving needs PostgreSQL (cluster mode)".into(),
+        ));
+    }
+    // Each row's place in its family's run, and each family's count.
+    let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
+    let places: Vec<i64> = rows
+        .iter()
+        .map(|row| {
+            let n = counts.entry(row.family_id).or_default();
+            *n += 1;
+            *n
+        })
+        .collect();
+    let sql = BatchSql::new(backend);
+    let mut values: Vec<Value> = Vec::with_capacity(counts.len() * 2 + rows.len() * 7);
+    for (&family_id, &n) in &counts {
+        values.push(family_id.into());
+        values.push(n.into());
+    }
+    let counters = sql.values_rows(counts.len(), &["bigint", "bigint"]);
+    let mut messages = String::with_capacity(rows.len() * 96);
+    let mut p = counts.len() * 2;
+    for (i, (row, place)) in rows.iter().zip(&places).enumerate() {
+        if i > 0 {
+            messages.push_str(", ");
+        }
+        let types = [
+            "bigint",
+            "bigint",
+            "bigint",
+            "bigint",
+            "text",
+            "text",
+            "timestamptz",
+        ];
+        messages.push('(');
+        for (j, ty) in types.iter().enumerate() {
+            if j > 0 {
+                messages.push_str(", ");
+            }
+            p += 1;
+            messages.push_str(&format!("{}::{ty}", sql.placeholder(p)));
+        }
+        messages.push(')');
+        values.push(row.family_id.into());
+        values.push((*place).into());
+        values.push(counts[&row.family_id].into());
+        values.push(row.sender_id.into());
+        values.push(row.client_id.clone().into());
+        values.push(row.text.clone().into());
+        values.push(row.created_at.into());
+    }
+    let statement = format!(
+        "WITH r AS (\
+            INSERT INTO chat_counters (family_id, last_seq) VALUES {counters} \
+            ON CONFLICT (family_id) DO UPDATE SET last_seq = chat_counters.last_seq + excluded.last_seq \
+            RETURNING family_id, last_seq\
+         ), m (family_id, place, n, sender_id, client_id, text, created_at) AS (VALUES {messages}) \
+         INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) \
+         SELECT m.family_id, r.last_seq - m.n + m.place, m.sender_id, m.client_id, m.text, m.created_at \
+         FROM m JOIN r ON r.family_id = m.family_id \
+         RETURNING family_id, sender_id, client_id, seq"
+    );
+    let returned = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, statement, values))
+        .await?;
+    let mut seqs: std::collections::HashMap<(i64, i64, String), i64> =
+        std::collections::HashMap::with_capacity(returned.len());
+    for row in &returned {
+        seqs.insert(
+            (
+                row.try_get("", "family_id")?,
+                row.try_get("", "sender_id")?,
+                row.try_get("", "client_id")?,
+            ),
+            row.try_get("", "seq")?,
+        );
+    }
+    rows.iter()
+        .map(|row| {
+            seqs.get(&(row.family_id, row.sender_id, row.client_id.clone()))
+                .copied()
+                .ok_or_else(|| {
+                    DbErr::Custom(format!(
+                        "insert_reserving: no seq returned for a message of family {}",
+                        row.family_id
+                    ))
+                })
+        })
+        .collect()
+}
