@@ -216,42 +216,38 @@ pub async fn insert_reserving<C: ConnectionTrait>(
         values.push(row.text.clone().into());
         values.push(row.created_at.into());
     }
+    // The inserted rows are not returned (less to send back): each family's last seq is, and a
+    // row's seq is `last - n + place`. A data-modifying CTE runs whether or not it is read.
     let statement = format!(
         "WITH r AS (\
             INSERT INTO chat_counters (family_id, last_seq) VALUES {counters} \
             ON CONFLICT (family_id) DO UPDATE SET last_seq = chat_counters.last_seq + excluded.last_seq \
             RETURNING family_id, last_seq\
-         ), m (family_id, place, n, sender_id, client_id, text, created_at) AS (VALUES {messages}) \
-         INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) \
-         SELECT m.family_id, r.last_seq - m.n + m.place, m.sender_id, m.client_id, m.text, m.created_at \
-         FROM m JOIN r ON r.family_id = m.family_id \
-         RETURNING family_id, sender_id, client_id, seq"
+         ), m (family_id, place, n, sender_id, client_id, text, created_at) AS (VALUES {messages}), \
+         i AS (\
+            INSERT INTO messages (family_id, seq, sender_id, client_id, text, created_at) \
+            SELECT m.family_id, r.last_seq - m.n + m.place, m.sender_id, m.client_id, m.text, m.created_at \
+            FROM m JOIN r ON r.family_id = m.family_id\
+         ) \
+         SELECT family_id, last_seq FROM r"
     );
     let returned = conn
         .query_all_raw(Statement::from_sql_and_values(backend, statement, values))
         .await?;
-    let mut seqs: std::collections::HashMap<(i64, i64, String), i64> =
-        std::collections::HashMap::with_capacity(returned.len());
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
     for row in &returned {
-        seqs.insert(
-            (
-                row.try_get("", "family_id")?,
-                row.try_get("", "sender_id")?,
-                row.try_get("", "client_id")?,
-            ),
-            row.try_get("", "seq")?,
-        );
+        last.insert(row.try_get("", "family_id")?, row.try_get("", "last_seq")?);
     }
     rows.iter()
-        .map(|row| {
-            seqs.get(&(row.family_id, row.sender_id, row.client_id.clone()))
-                .copied()
-                .ok_or_else(|| {
-                    DbErr::Custom(format!(
-                        "insert_reserving: no seq returned for a message of family {}",
-                        row.family_id
-                    ))
-                })
+        .zip(&places)
+        .map(|(row, place)| {
+            let last = last.get(&row.family_id).ok_or_else(|| {
+                DbErr::Custom(format!(
+                    "insert_reserving: no counter returned for family {}",
+                    row.family_id
+                ))
+            })?;
+            Ok(last - counts[&row.family_id] + place)
         })
         .collect()
 }
