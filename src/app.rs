@@ -73,6 +73,7 @@ impl Stopper {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
+        config.validate().map_err(StartError::Config)?;
         let timezone: chrono_tz::Tz = config.timezone.parse().map_err(|_| {
             StartError::Config(format!(
                 "PODO_TIMEZONE {:?} is not an IANA time zone",

@@ -62,6 +62,14 @@ pub struct Config {
     /// Open SSE streams, and separately chat sockets, one user may have at once.
     #[arg(long, env = "PODO_MAX_SESSIONS_PER_USER", default_value_t = 16)]
     pub max_sessions_per_user: usize,
+    /// Redis URL (`redis://host:port/db`): turns cluster mode on (several nodes on one
+    /// PostgreSQL database). Requires a `postgres://` database URL.
+    #[arg(long, env = "PODO_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster (presence entries, the origin of published events);
+    /// default: generated at start.
+    #[arg(long, env = "PODO_NODE_ID")]
+    pub node_id: Option<String>,
     #[command(flatten)]
     pub timing: Timing,
 }
@@ -127,8 +135,30 @@ impl Config {
             static_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")),
             trust_proxy: false,
             max_sessions_per_user: 16,
+            redis_url: None,
+            node_id: None,
             timing: Timing::default(),
         }
+    }
+
+    /// Checks the settings that depend on each other; `Application::build` refuses to start
+    /// with this message. Cluster mode (`PODO_REDIS_URL`) needs PostgreSQL: the nodes share one
+    /// database, and SQLite is a file of one process.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.redis_url.is_some() {
+            let database = self.database_url();
+            if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
+                return Err(format!(
+                    "PODO_REDIS_URL (cluster mode) needs a postgres:// DATABASE_URL shared by every node; \
+                     {} is not one",
+                    crate::cluster::redact_url(&database)
+                ));
+            }
+        }
+        if let Some(node_id) = &self.node_id {
+            crate::cluster::check_node_id(node_id)?;
+        }
+        Ok(())
     }
 
     /// The database URL in force: the given one, else a SQLite file in the data directory.
@@ -137,5 +167,37 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}/podo.db", self.data_dir.display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn cluster_mode_needs_postgres() {
+        let mut config = Config::for_tests("sqlite:///tmp/podo.db".into());
+        assert!(config.validate().is_ok());
+        config.redis_url = Some("redis://127.0.0.1:6379/0".into());
+        let err = config.validate().expect_err("SQLite with Redis");
+        assert!(err.contains("postgres://"), "{err}");
+        config.database_url = None;
+        assert!(config.validate().is_err(), "the default SQLite file too");
+        config.database_url = Some("postgres://podo:secret@db/podo".into());
+        assert!(config.validate().is_ok());
+        config.database_url = Some("postgresql://db/podo".into());
+        assert!(config.validate().is_ok());
+        config.node_id = Some("a@b".into());
+        assert!(config.validate().is_err());
+        config.node_id = Some("node-1".into());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_refusal_does_not_show_a_password() {
+        let mut config = Config::for_tests("sqlite://user:secret@host/podo.db".into());
+        config.redis_url = Some("redis://127.0.0.1:6379/0".into());
+        let err = config.validate().expect_err("SQLite with Redis");
+        assert!(!err.contains("secret"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod board;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;

@@ -60,6 +60,22 @@ pub struct ProviderMetrics {
     pub delivery: LatencyHistogram,
 }
 
+/// Cluster mode (`src/cluster`): what went through Redis.
+#[derive(Default)]
+pub struct ClusterMetrics {
+    /// Events published to Redis (board, chat, presence).
+    pub published: AtomicU64,
+    /// Events not published: the queue was full, Redis was down, or the publish failed.
+    pub dropped: AtomicU64,
+    /// Events of other nodes received for families with subscribers here.
+    pub received: AtomicU64,
+    /// Times the pub/sub connection came back after a loss and every subscriber was told to
+    /// resync.
+    pub resyncs: AtomicU64,
+    /// 1 while the pub/sub connection to Redis is up (0 also when cluster mode is off).
+    pub redis_up: AtomicI64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub families_loaded: AtomicI64,
@@ -78,6 +94,8 @@ pub struct Metrics {
     pub fcm_token_fetches: AtomicU64,
     /// FamilyBoards, ChatRooms and Persisters that panicked and were replaced.
     pub actor_restarts: AtomicU64,
+    /// Cluster mode (`podo_cluster_*`).
+    pub cluster: ClusterMetrics,
     batches: AtomicU64,
     batches_failed: AtomicU64,
     batch_items: AtomicU64,
@@ -130,6 +148,11 @@ impl Metrics {
                 "podo_families_loaded",
                 "FamilyBoard actors in memory.",
                 self.families_loaded.load(Relaxed),
+            ),
+            (
+                "podo_cluster_redis_up",
+                "1 while this node's pub/sub connection to Redis is up (cluster mode).",
+                self.cluster.redis_up.load(Relaxed),
             ),
         ];
         for (name, help, value) in gauges {
@@ -208,6 +231,26 @@ impl Metrics {
                 "podo_fcm_token_fetches_total",
                 "OAuth 2.0 access tokens fetched for FCM (JWT bearer grant).",
                 self.fcm_token_fetches.load(Relaxed),
+            ),
+            (
+                "podo_cluster_published_total",
+                "Events published to the other nodes through Redis.",
+                self.cluster.published.load(Relaxed),
+            ),
+            (
+                "podo_cluster_dropped_total",
+                "Events not published (queue full, Redis down or failing); receivers resync from the database.",
+                self.cluster.dropped.load(Relaxed),
+            ),
+            (
+                "podo_cluster_received_total",
+                "Events of other nodes received through Redis.",
+                self.cluster.received.load(Relaxed),
+            ),
+            (
+                "podo_cluster_resyncs_total",
+                "Times the Redis pub/sub connection came back and subscribers were told to resync.",
+                self.cluster.resyncs.load(Relaxed),
             ),
             (
                 "podo_persister_batches_failed_total",

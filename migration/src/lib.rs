@@ -5,6 +5,7 @@ mod m20261124_000001_schema;
 mod m20261125_000001_idem_index_partial;
 mod m20261126_000001_revoked_tokens;
 mod m20261202_000001_push_devices;
+mod m20261203_000001_chat_counters;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_idem_index_partial::Migration),
             Box::new(m20261126_000001_revoked_tokens::Migration),
             Box::new(m20261202_000001_push_devices::Migration),
+            Box::new(m20261203_000001_chat_counters::Migration),
         ]
     }
 }
