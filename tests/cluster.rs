@@ -106,6 +106,25 @@ impl Inbox {
         }
     }
 
+    /// No member is announced absent within `within` (resyncs, and presence re-announced by a
+    /// heartbeat or a second join, may come: they are idempotent).
+    async fn no_absence(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(Remote::Event(ClusterEvent::Presence {
+                    present: false,
+                    user_id,
+                })) => {
+                    panic!("member {user_id} announced absent")
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+
     /// Nothing but resyncs arrives within `within`.
     async fn no_event(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
@@ -278,7 +297,7 @@ async fn presence_covers_every_node() {
 
     // The first of the two sessions leaves: still present.
     a.cluster.leave(1, 10);
-    on_b.no_event(Duration::from_millis(300)).await;
+    on_b.no_absence(Duration::from_millis(300)).await;
     assert_eq!(
         b.cluster.present(1).await.expect("present"),
         HashSet::from([10, 20])
