@@ -13,6 +13,9 @@ macro_rules! status {
             Deserialize, utoipa::ToSchema,
         )]
         #[sea_orm(rs_type = "String", db_type = "Text")]
+        // utoipa does not see a `serde(rename)` written through the macro: every wire name is
+        // the variant's name in lower case (checked by the test below and by schemathesis).
+        #[schema(rename_all = "lowercase")]
         pub enum $name {
             $(
                 #[sea_orm(string_value = $wire)]
@@ -111,5 +114,26 @@ mod tests {
             assert_eq!(json, format!("\"{status}\""));
         }
         assert_eq!(WishStatus::parse("Picked"), None);
+    }
+
+    /// The OpenAPI document spells every status as the JSON does.
+    #[test]
+    fn the_document_names_the_wire_strings() {
+        use utoipa::PartialSchema;
+        fn names<T: PartialSchema>() -> serde_json::Value {
+            serde_json::to_value(T::schema()).expect("schema")["enum"].clone()
+        }
+        fn wire<T: Serialize>(all: &[T]) -> serde_json::Value {
+            serde_json::to_value(all).expect("serializes")
+        }
+        assert_eq!(names::<WishStatus>(), wire(WishStatus::ALL));
+        assert_eq!(names::<BoardState>(), wire(BoardState::ALL));
+        assert_eq!(names::<BoardStatus>(), wire(BoardStatus::ALL));
+        assert_eq!(names::<MissionStatus>(), wire(MissionStatus::ALL));
+        assert_eq!(names::<HistoryKind>(), wire(HistoryKind::ALL));
+        assert_eq!(
+            names::<crate::error::ErrorCode>(),
+            wire(crate::error::ErrorCode::ALL)
+        );
     }
 }
