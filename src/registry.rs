@@ -56,9 +56,9 @@ pub struct Registry<A: Actor<Context = Context<A>>> {
     actors: Actors<A>,
     make: Box<dyn Fn(i64) -> A + Send + Sync>,
     metrics: Arc<Metrics>,
-    /// Actors that panicked and whose waiters have not all been told yet (bounded by
-    /// [`MAX_CRASHED`]): a message that met one is answered with an error, never sent again (it
-    /// may have been half handled).
+    /// Actors that panicked, remembered for the waiters that see their closed mailbox only after
+    /// the crash took them out of `actors` (cleared at [`MAX_CRASHED`]): a message that met one
+    /// is answered with an error, never sent again (it may have been half handled).
     crashed: Arc<DashMap<Addr<A>, ()>>,
     kind: &'static str,
 }
