@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use podo::cluster::seq::{NewMessage, insert_reserving, reserve_seqs_many};
+use podo::store::seqs::{NewMessage, insert_reserving, reserve_seqs_many};
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };

@@ -18,6 +18,7 @@ use crate::auth::throttle::{self, FailureThrottle};
 use crate::auth::token::TokenKeys;
 use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::endpoint::EndpointPolicy;
@@ -27,7 +28,7 @@ use crate::state::AppState;
 use crate::store::Db;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::checkpoint::FinishCheckpoint;
-use crate::store::persister::Persister;
+use crate::store::persister::{Persister, SeqSource};
 use crate::supervise::{InjectedPanics, Supervised};
 
 /// A client must have sent its request line and headers this long after connecting, else 408
@@ -68,6 +69,12 @@ impl Stopper {
         // Rooms commit and ack what is pending, then close their sessions with 1001.
         self.state.chats.broadcast(CloseRoom);
         stopped.await;
+        // The other nodes see this node's members leave now, not when its heartbeat expires.
+        if let Some(cluster) = &self.state.cluster
+            && let Err(err) = cluster.shutdown().await
+        {
+            log::warn!("cluster: leaving cleanly failed ({err}); other nodes expire this node");
+        }
     }
 }
 
@@ -84,6 +91,29 @@ impl Application {
         let mut db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
         db.count_statements(&metrics);
+        let cluster = match &config.redis_url {
+            Some(url) => {
+                // Counters behind the stored messages (written without cluster mode) would hand
+                // out stored seqs: bring them up before this node takes seqs from them.
+                let synced = crate::store::seqs::sync_counters(&db.write).await?;
+                if synced > 0 {
+                    log::info!(
+                        "cluster: {synced} families' chat counters brought up to their messages"
+                    );
+                }
+                Some(
+                    Cluster::connect(url, config.node_id.clone(), metrics.clone())
+                        .await
+                        .map_err(|err| StartError::Config(err.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let seqs = if cluster.is_some() {
+            SeqSource::Database
+        } else {
+            SeqSource::Room
+        };
         let secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
             None => {
@@ -100,7 +130,7 @@ impl Application {
         let persister = {
             let (db, metrics, panics) = (db.clone(), metrics.clone(), panics.clone());
             Supervised::start("the Persister", metrics.clone(), move || {
-                Persister::new(db.clone(), metrics.clone(), panics.clone())
+                Persister::new(db.clone(), seqs, metrics.clone(), panics.clone())
             })
         };
         if let Some(conn) = db.checkpoint.clone() {
@@ -146,7 +176,7 @@ impl Application {
             timing: config.timing.clone(),
             actors: board_actors.clone(),
             push: push.clone(),
-            bus: None,
+            cluster: cluster.clone(),
             panics: panics.clone(),
         };
         let boards = BoardRegistry::new(
@@ -163,7 +193,7 @@ impl Application {
             timing: config.timing.clone(),
             actors: chat_actors.clone(),
             push: push.clone(),
-            bus: None,
+            cluster: cluster.clone(),
             panics: panics.clone(),
         };
         let room_deps = chat_deps.clone();
@@ -194,6 +224,7 @@ impl Application {
             chats,
             vapid,
             push,
+            cluster,
             timezone,
             db,
             config,

@@ -5,7 +5,8 @@
 //! [`Fanout::committed`] once per committed event: every local session gets the frame, and the
 //! bus gets the event for the other nodes' sessions. What arrives from another node is handed to
 //! the local sessions only ([`Fanout::local`]). On one node there is no bus, and a committed event
-//! reaches exactly the local sessions.
+//! reaches exactly the local sessions. (Presence does not pass here: a room tells the cluster who is
+//! in it, `Cluster::join` / `Cluster::leave`, and the cluster announces it.)
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,9 +19,13 @@ pub enum Event {
     /// The board moved to `version` (the nodes reload it from the database).
     Board { version: i64 },
     /// A chat message was stored with `seq`; `frame` is its `message` frame, as sent to clients.
-    Message { seq: i64, frame: ByteString },
-    /// A member entered (`present`) or left the room on the publishing node.
-    Presence { user_id: i64, present: bool },
+    /// The sender and client id let the other nodes ack a resend of it without a database read.
+    Message {
+        seq: i64,
+        sender_id: i64,
+        client_id: String,
+        frame: ByteString,
+    },
 }
 
 /// Carries committed events to the other nodes. Publishing never waits: an event that cannot be

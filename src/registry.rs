@@ -4,6 +4,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use dashmap::DashMap;
 
+use crate::cluster::Cluster;
 use crate::config::Timing;
 use crate::fanout::Bus;
 use crate::metrics::Metrics;
@@ -23,7 +24,7 @@ pub struct FamilyDeps<A: Actor> {
     pub timing: Timing,
     pub push: Push,
     /// The other nodes (cluster mode); `None` on a single node.
-    pub bus: Option<Arc<dyn Bus>>,
+    pub cluster: Option<Cluster>,
     pub actors: Actors<A>,
     /// Panics injected by tests only.
     pub panics: Arc<InjectedPanics>,
@@ -36,6 +37,15 @@ pub struct ActorGone {
     pub family_id: i64,
 }
 
+impl<A: Actor> FamilyDeps<A> {
+    /// The fan-out seam's bus to the other nodes, in cluster mode.
+    pub fn bus(&self) -> Option<Arc<dyn Bus>> {
+        self.cluster
+            .clone()
+            .map(|cluster| Arc::new(cluster) as Arc<dyn Bus>)
+    }
+}
+
 // Not derived: a derive would demand `A: Clone`, and actors are not.
 impl<A: Actor> Clone for FamilyDeps<A> {
     fn clone(&self) -> Self {
@@ -45,7 +55,7 @@ impl<A: Actor> Clone for FamilyDeps<A> {
             metrics: self.metrics.clone(),
             timing: self.timing.clone(),
             push: self.push.clone(),
-            bus: self.bus.clone(),
+            cluster: self.cluster.clone(),
             actors: self.actors.clone(),
             panics: self.panics.clone(),
         }

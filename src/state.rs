@@ -10,6 +10,7 @@ use crate::auth::throttle::FailureThrottle;
 use crate::auth::token::TokenKeys;
 use crate::board::BoardRegistry;
 use crate::chat::ChatRegistry;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::push::{Push, VapidKeys};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub chats: ChatRegistry,
     pub vapid: VapidKeys,
     pub push: Push,
+    /// The other nodes, in cluster mode (`PODO_REDIS_URL`).
+    pub cluster: Option<Cluster>,
     /// The calendar's time zone (`PODO_TIMEZONE`).
     pub timezone: chrono_tz::Tz,
 }

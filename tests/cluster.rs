@@ -189,14 +189,14 @@ async fn an_event_reaches_the_other_node_and_not_its_own() {
     other_family.resync().await;
 
     a.cluster.publish(1, ClusterEvent::Board { version: 5 });
-    let message = json!({"type": "message", "seq": 7, "text": "포도 🍇", "sender_id": 3});
-    a.cluster.publish(
-        1,
-        ClusterEvent::Chat {
-            seq: 7,
-            message: message.clone(),
-        },
-    );
+    let frame = json!({"type": "message", "seq": 7, "text": "포도 🍇", "sender_id": 3}).to_string();
+    let chat = ClusterEvent::Chat {
+        seq: 7,
+        sender_id: 3,
+        client_id: "c-7".into(),
+        frame,
+    };
+    a.cluster.publish(1, chat.clone());
     // In the order published.
     assert_eq!(
         on_b.next(Duration::from_secs(5)).await,
@@ -204,7 +204,7 @@ async fn an_event_reaches_the_other_node_and_not_its_own() {
     );
     assert_eq!(
         on_b.next(Duration::from_secs(5)).await,
-        Some(Remote::Event(ClusterEvent::Chat { seq: 7, message }))
+        Some(Remote::Event(chat))
     );
     // B's own events go to A, and neither node hears itself.
     b.cluster.publish(1, ClusterEvent::Board { version: 6 });
@@ -530,7 +530,7 @@ mod seqs {
     //! Chat seqs reserved in PostgreSQL by two writers with pools of their own (two nodes).
     use std::collections::BTreeMap;
 
-    use podo::cluster::seq::{
+    use podo::store::seqs::{
         NewMessage, insert_reserving, repair_counter, reserve_seqs, reserve_seqs_many,
     };
     use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::error::BoardError;
-use super::messages::{BoardEvent, Changed, CloseSessions, Command, GetBoard, SseFrame, Subscribe};
+use super::messages::{BoardEvent, CloseSessions, Command, GetBoard, SseFrame, Subscribe};
 use super::planner::{self, Facts, Next, Plan};
 use super::store::{self, Loaded};
 use super::view::{Board, BoardRow, Snapshot};
+use crate::cluster::{ClusterEvent, Remote, Subscription};
 use crate::fanout::{Event, Fanout};
 use crate::model;
 use crate::push::Notification;
@@ -50,6 +51,13 @@ pub struct FamilyBoard {
     /// not clear `suspect`.
     suspect_epoch: u64,
     reload_scheduled: bool,
+    /// Cluster mode: this family's events from the other nodes.
+    subscription: Option<Subscription>,
+    /// The newest version another node said it committed.
+    heard: i64,
+    /// A reload after another node's change is running; `catch_up_again`: run one more after it.
+    catching_up: bool,
+    catch_up_again: bool,
 }
 
 /// A failed command; `uncertain` when its commit's outcome is unknown.
@@ -69,7 +77,7 @@ impl<E: Into<BoardError>> From<E> for Failure {
 
 impl FamilyBoard {
     pub fn new(family_id: i64, deps: BoardDeps) -> Self {
-        let fanout = Fanout::new(family_id, deps.bus.clone());
+        let fanout = Fanout::new(family_id, deps.bus());
         FamilyBoard {
             family_id,
             deps,
@@ -81,7 +89,81 @@ impl FamilyBoard {
             suspect: false,
             suspect_epoch: 0,
             reload_scheduled: false,
+            subscription: None,
+            heard: 0,
+            catching_up: false,
+            catch_up_again: false,
         }
+    }
+
+    /// Another node committed `version` (`None`: events may have been missed). The database is
+    /// the truth: a state behind it is reloaded (never patched from the event), and the local
+    /// sessions get the state read.
+    fn remote_change(&mut self, version: Option<i64>, ctx: &mut Context<Self>) {
+        if let Some(version) = version {
+            self.heard = self.heard.max(version);
+        }
+        let Some(current) = self.state.as_ref().map(|s| s.version) else {
+            // Nothing loaded: the next command or subscribe reads the database.
+            return;
+        };
+        if version.is_some_and(|v| v <= current) {
+            return;
+        }
+        self.prune_sessions();
+        if self.fanout.is_empty() {
+            // Nobody watches here: load afresh at the next command or subscribe.
+            self.state = None;
+            return;
+        }
+        self.catch_up(ctx);
+    }
+
+    /// Reloads the state for the local sessions, one load at a time: a change heard of while a
+    /// load runs gets one more load after it. Applied only if it moves the state forward, so the
+    /// sessions see versions in order.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.catching_up {
+            self.catch_up_again = true;
+            return;
+        }
+        self.catching_up = true;
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        ctx.spawn(
+            async move { store::load(&db, family_id).await }
+                .into_actor(self)
+                .map(move |loaded, act, ctx| {
+                    act.catching_up = false;
+                    match loaded {
+                        Ok(loaded) => {
+                            if act.advance(loaded) {
+                                act.broadcast();
+                            }
+                            let behind = act.state.as_ref().is_some_and(|s| s.version < act.heard);
+                            if std::mem::take(&mut act.catch_up_again) || behind {
+                                act.catch_up(ctx);
+                            }
+                        }
+                        Err(err) => {
+                            log::debug!("family {family_id}: reload after a remote change: {err}");
+                            ctx.run_later(SUSPECT_RELOAD_EVERY, |act, ctx| act.catch_up(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Takes `loaded` as the state if it is newer than the current one (or none is loaded).
+    fn advance(&mut self, loaded: Loaded) -> bool {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.version >= loaded.version)
+        {
+            return false;
+        }
+        self.state = Some(loaded);
+        true
     }
 
     /// After a commit with an unknown outcome: the database is the truth, reload from it (see
@@ -229,6 +311,9 @@ impl Actor for FamilyBoard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
+        if let Some(cluster) = &self.deps.cluster {
+            self.subscription = Some(cluster.subscribe(self.family_id, ctx.address().recipient()));
+        }
         self.deps
             .metrics
             .families_loaded
@@ -312,23 +397,20 @@ impl Handler<CloseSessions> for FamilyBoard {
     }
 }
 
-impl Handler<Changed> for FamilyBoard {
+impl Handler<Remote> for FamilyBoard {
     type Result = ();
 
-    /// Another node committed `version`: reload unless this node is there already (a version
-    /// gap is never guessed across: the database is read), then show it to the local sessions.
-    fn handle(&mut self, Changed { version }: Changed, ctx: &mut Context<Self>) {
-        if self.state.as_ref().is_some_and(|s| s.version >= version) {
-            return;
+    /// Another node committed a version (or events may have been missed: `Resync`): reload
+    /// unless this node is there already (a version gap is never guessed across: the database
+    /// is read), then show it to the local sessions.
+    fn handle(&mut self, remote: Remote, ctx: &mut Context<Self>) {
+        match remote {
+            Remote::Event(ClusterEvent::Board { version }) => {
+                self.remote_change(Some(version), ctx)
+            }
+            Remote::Event(ClusterEvent::Chat { .. } | ClusterEvent::Presence { .. }) => {}
+            Remote::Resync => self.remote_change(None, ctx),
         }
-        if self.fanout.is_empty() {
-            // Nobody watches here: load afresh at the next command or subscribe.
-            self.state = None;
-            return;
-        }
-        self.suspect = true;
-        self.suspect_epoch += 1;
-        self.reload_suspect(ctx);
     }
 }
 
@@ -416,20 +498,35 @@ impl Handler<Command> for FamilyBoard {
                     board: Some(board),
                 }),
                 Ok(Outcome::Changed(loaded, notify)) => {
-                    // Built on a state read (or reloaded) before this command: current.
-                    act.state = Some(loaded);
+                    // Built on a state read (or reloaded) before this command and committed
+                    // under its version guard: newer than anything committed before it. (A
+                    // reload after another node's later change may have moved past it already.)
+                    let snapshot = Snapshot {
+                        version: loaded.version,
+                        board: loaded.board.as_ref().map(|b| b.to_board(loaded.version)),
+                    };
+                    let child_id = loaded.child_id;
+                    let newest = act.advance(loaded);
                     act.suspect = false;
                     act.deps
                         .metrics
                         .board_changes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let snapshot = act.snapshot().ok_or_else(state_vanished)?;
+                    if act.state.as_ref().is_some_and(|s| s.version < act.heard) {
+                        act.remote_change(None, ctx);
+                    }
                     if let (Some(key), Some(board)) = (key, &snapshot.board) {
                         act.recent_keys.insert(key, board.clone());
                     }
-                    act.publish();
-                    if let (Some(notification), Some(state)) = (notify, &act.state) {
-                        act.deps.push.notify(state.child_id, notification);
+                    if newest {
+                        act.publish();
+                    } else {
+                        act.fanout.publish_only(Event::Board {
+                            version: snapshot.version,
+                        });
+                    }
+                    if let Some(notification) = notify {
+                        act.deps.push.notify(child_id, notification);
                     }
                     Ok(snapshot)
                 }

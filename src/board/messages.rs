@@ -84,14 +84,6 @@ impl Message for GetBoard {
     type Result = Result<Snapshot, BoardError>;
 }
 
-/// Another node committed a change of this family's board (cluster mode): reload if it is newer
-/// than what this node shows.
-#[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
-pub struct Changed {
-    pub version: i64,
-}
-
 /// One encoded `board` event, shared by every session of the family.
 #[derive(Clone, Debug)]
 pub struct BoardEvent {

@@ -11,7 +11,7 @@ pub mod view;
 
 pub use actor::{BoardDeps, FamilyBoard};
 pub use error::BoardError;
-pub use messages::{Changed, CloseSessions, Command, GetBoard, Subscribe};
+pub use messages::{CloseSessions, Command, GetBoard, Subscribe};
 
 /// Family id → FamilyBoard.
 pub type BoardRegistry = crate::registry::Registry<FamilyBoard>;

@@ -4,7 +4,14 @@
 //!
 //! Only one group of a room is in the Persister at a time: the next group is formed when the
 //! previous one committed, so a failed commit never leaves a gap in the family's seqs.
-use std::collections::{BTreeSet, HashMap};
+//!
+//! Cluster mode (docs/ARCHITECTURE.md "Cluster"): other nodes write the family too, so the
+//! database hands out the seqs at commit (the room learns them from the Persister), messages
+//! committed elsewhere arrive as [`Remote`] events, and the room's sequencer delivers the
+//! family's messages to its sessions in seq order, filling a gap from the database when an
+//! event is late or lost. Presence covers every node: the room tells the cluster who is in it
+//! here and asks who is in it elsewhere.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,7 +20,8 @@ use bytestring::ByteString;
 use super::error::ChatError;
 use super::frames::{ChatMessage, ServerFrame};
 use super::messages::{CloseRoom, CloseSession, Deliver, Hello, Join, Leave, Post, SetVisible};
-use super::store::{self, CLIENT_ID_WINDOW, RoomStart};
+use super::store::{self, CLIENT_ID_WINDOW, Page, RoomStart};
+use crate::cluster::{ClusterEvent, Remote, Subscription};
 use crate::error::ErrorCode;
 use crate::fanout::{Event, Fanout};
 use crate::model;
@@ -28,6 +36,16 @@ use crate::store::persister::{CommitMessages, MessageRow, PersistError};
 /// sessions (each with at most 256 unanswered sends) cannot make the room queue without bound
 /// while the database is slow.
 pub const MAX_ROOM_PENDING: usize = 1024;
+/// Cluster mode: messages a room holds back behind a gap in seqs (a message of another node not
+/// heard of yet). Past it they are dropped and read again from the database with the gap.
+pub const MAX_AHEAD: usize = 4096;
+/// How long a gap may wait for the other node's event before the room reads the database: an
+/// event through Redis usually takes a millisecond or two.
+const GAP_WAIT: Duration = Duration::from_millis(100);
+/// Messages per database read when the room catches up (a gap, a resync).
+const CATCH_UP_PAGE: u64 = 500;
+/// After a failed catch-up read, the next try.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// What every ChatRoom (and its sessions) needs from the application.
 pub type ChatDeps = crate::registry::FamilyDeps<ChatRoom>;
@@ -48,6 +66,7 @@ struct Outgoing {
 type Key = (i64, String);
 
 struct RoomState {
+    /// The highest seq known to be committed (on one node: the last the room handed out).
     last_seq: i64,
     members: HashMap<i64, String>,
     recent: RecentKeys<Key, i64>,
@@ -91,11 +110,33 @@ pub struct ChatRoom {
     in_flight: bool,
     closing: bool,
     last_active: Instant,
+    /// The highest seq delivered to the sessions (`hello.last_seq`); every seq up to it was
+    /// delivered, in order. Set at the first load, kept across reloads.
+    delivered: Option<i64>,
+    /// Committed messages past a gap, held back until the gap is filled (cluster mode).
+    ahead: BTreeMap<i64, ByteString>,
+    gap_check: bool,
+    catching_up: bool,
+    catch_up_again: bool,
+    /// Cluster mode: this family's events from the other nodes.
+    subscription: Option<Subscription>,
+    /// Members in the room on other nodes (cluster mode), as last asked.
+    others: BTreeSet<i64>,
+    asking_others: bool,
+    ask_others_again: bool,
+    /// Members this room told the cluster are in it here.
+    joined: BTreeSet<i64>,
+}
+
+/// Who is in the room: here, and anywhere.
+struct PresenceView {
+    local: BTreeSet<i64>,
+    all: BTreeSet<i64>,
 }
 
 impl ChatRoom {
     pub fn new(family_id: i64, deps: ChatDeps) -> Self {
-        let fanout = Fanout::new(family_id, deps.bus.clone());
+        let fanout = Fanout::new(family_id, deps.bus());
         ChatRoom {
             family_id,
             deps,
@@ -107,15 +148,179 @@ impl ChatRoom {
             in_flight: false,
             closing: false,
             last_active: Instant::now(),
+            delivered: None,
+            ahead: BTreeMap::new(),
+            gap_check: false,
+            catching_up: false,
+            catch_up_again: false,
+            subscription: None,
+            others: BTreeSet::new(),
+            asking_others: false,
+            ask_others_again: false,
+            joined: BTreeSet::new(),
         }
     }
 
-    fn present(&self) -> BTreeSet<i64> {
+    /// Members with a visible session on this node.
+    fn local_present(&self) -> BTreeSet<i64> {
         self.sessions
             .values()
             .filter(|s| s.visible)
             .map(|s| s.user_id)
             .collect()
+    }
+
+    /// Members in the room on any node.
+    fn present(&self) -> BTreeSet<i64> {
+        let mut all = self.local_present();
+        all.extend(self.others.iter().copied());
+        all
+    }
+
+    fn presence_view(&self) -> PresenceView {
+        let local = self.local_present();
+        let mut all = local.clone();
+        all.extend(self.others.iter().copied());
+        PresenceView { local, all }
+    }
+
+    /// Takes the room's state as loaded; the delivery cursor starts there the first time, and
+    /// later loads that found messages past it catch up.
+    fn loaded(&mut self, start: RoomStart, ctx: &mut Context<Self>) {
+        let last_seq = start.last_seq;
+        self.state = Some(RoomState::from_start(start));
+        match self.delivered {
+            None => self.delivered = Some(last_seq),
+            Some(delivered) if delivered < last_seq => self.catch_up(ctx),
+            Some(_) => {}
+        }
+    }
+
+    /// A committed message (of this node or another): delivered now if it is the next seq,
+    /// else held until the gap before it is filled.
+    fn hold(&mut self, seq: i64, frame: ByteString, ctx: &mut Context<Self>) {
+        let Some(delivered) = self.delivered else {
+            return;
+        };
+        if seq <= delivered {
+            return;
+        }
+        if self.fanout.is_empty() {
+            // Nobody to deliver to: a session that joins later resumes from the database.
+            self.delivered = Some(seq.max(delivered));
+            self.ahead.clear();
+            return;
+        }
+        if self.ahead.len() >= MAX_AHEAD {
+            self.ahead.clear();
+        }
+        self.ahead.insert(seq, frame);
+        self.drain_ahead(ctx);
+    }
+
+    /// Delivers the held messages that follow the cursor without a gap; a gap left is read from
+    /// the database if it is still there after [`GAP_WAIT`].
+    fn drain_ahead(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut delivered) = self.delivered else {
+            return;
+        };
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > delivered + 1 {
+                break;
+            }
+            let (seq, frame) = entry.remove_entry();
+            if seq == delivered + 1 {
+                delivered = seq;
+                self.fanout.local(Deliver::message(seq, frame));
+            }
+        }
+        self.delivered = Some(delivered);
+        if !self.ahead.is_empty() && !self.gap_check {
+            self.gap_check = true;
+            ctx.run_later(GAP_WAIT, |act, ctx| {
+                act.gap_check = false;
+                if !act.ahead.is_empty() {
+                    act.catch_up(ctx);
+                }
+            });
+        }
+    }
+
+    /// Reads the messages after the delivery cursor from the database and delivers them in
+    /// order (a gap, a resync, a reload that found more); one read at a time.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.delivered else {
+            return;
+        };
+        if self.catching_up {
+            self.catch_up_again = true;
+            return;
+        }
+        self.catching_up = true;
+        let (db, family_id) = (self.deps.db.clone(), self.family_id);
+        ctx.spawn(
+            async move { store::page(&db, family_id, Page::After(after), CATCH_UP_PAGE).await }
+                .into_actor(self)
+                .map(move |page, act, ctx| {
+                    act.catching_up = false;
+                    match page {
+                        Ok(messages) => {
+                            let full = messages.len() as u64 == CATCH_UP_PAGE;
+                            for message in &messages {
+                                if let Some(state) = act.state.as_mut() {
+                                    state.last_seq = state.last_seq.max(message.seq);
+                                    state.recent.insert(
+                                        (message.sender_id, message.client_id.clone()),
+                                        message.seq,
+                                    );
+                                }
+                                let frame = ServerFrame::Message(message).encode();
+                                act.hold(message.seq, frame, ctx);
+                            }
+                            if full || std::mem::take(&mut act.catch_up_again) {
+                                act.catch_up(ctx);
+                            }
+                        }
+                        Err(err) => {
+                            log::warn!("family {family_id}: catching up the chat failed: {err}");
+                            ctx.run_later(CATCH_UP_RETRY, |act, ctx| act.catch_up(ctx));
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Asks the cluster who is in the room on other nodes (after a notice or a resync), then
+    /// tells the sessions who came or went; one question at a time.
+    fn ask_others(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.deps.cluster.clone() else {
+            return;
+        };
+        if self.asking_others {
+            self.ask_others_again = true;
+            return;
+        }
+        self.asking_others = true;
+        let family_id = self.family_id;
+        ctx.spawn(
+            async move { cluster.others_present(family_id).await }
+                .into_actor(self)
+                .map(move |others, act, ctx| {
+                    act.asking_others = false;
+                    match others {
+                        Ok(others) => {
+                            let before = act.presence_view();
+                            act.others = others.into_iter().collect();
+                            act.presence_moved(before, None);
+                        }
+                        // The last answer stands; the next notice or resync asks again.
+                        Err(err) => log::debug!("family {family_id}: cluster presence: {err}"),
+                    }
+                    if std::mem::take(&mut act.ask_others_again) {
+                        act.ask_others(ctx);
+                    }
+                }),
+        );
     }
 
     /// Sends the ack or refusal of one of its `send`s to a session.
@@ -125,15 +330,25 @@ impl ChatRoom {
         }
     }
 
-    /// Tells every session but `except` about members who entered or left the room.
-    fn announce_presence(&self, before: &BTreeSet<i64>, except: Option<u64>) {
-        let after = self.present();
+    /// After a change of who is in the room: tells the cluster who entered or left it here, and
+    /// every session but `except` who entered or left it anywhere.
+    fn presence_moved(&mut self, before: PresenceView, except: Option<u64>) {
+        let after = self.presence_view();
+        if let Some(cluster) = &self.deps.cluster {
+            for &user_id in before.local.symmetric_difference(&after.local) {
+                if after.local.contains(&user_id) {
+                    cluster.join(self.family_id, user_id);
+                    self.joined.insert(user_id);
+                } else if self.joined.remove(&user_id) {
+                    cluster.leave(self.family_id, user_id);
+                }
+            }
+        }
         for (user_id, present) in before
-            .symmetric_difference(&after)
-            .map(|&u| (u, after.contains(&u)))
+            .all
+            .symmetric_difference(&after.all)
+            .map(|&u| (u, after.all.contains(&u)))
         {
-            self.fanout
-                .publish_only(Event::Presence { user_id, present });
             let frame = ServerFrame::Presence { user_id, present }.encode();
             for &id in self.sessions.keys() {
                 if Some(id) != except
@@ -185,9 +400,16 @@ impl ChatRoom {
             return self.reload(ctx);
         };
         let created_at = model::now();
+        // In cluster mode the database hands out the seqs (0 here is never stored).
+        let first = if self.deps.cluster.is_some() {
+            0
+        } else {
+            state.last_seq + 1
+        };
+        let assign = self.deps.cluster.is_none();
         let rows: Vec<MessageRow> = std::mem::take(&mut self.pending)
             .into_iter()
-            .zip(state.last_seq + 1..)
+            .zip(first..)
             .map(|(m, seq)| MessageRow {
                 seq,
                 sender_id: m.sender_id,
@@ -204,7 +426,15 @@ impl ChatRoom {
         ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
             act.in_flight = false;
             match result {
-                Ok(Ok(())) => act.committed(rows),
+                Ok(Ok(first)) => {
+                    let mut rows = rows;
+                    if !assign {
+                        for (row, seq) in rows.iter_mut().zip(first..) {
+                            row.seq = seq;
+                        }
+                    }
+                    act.committed(rows, ctx)
+                }
                 Ok(Err(PersistError::Conflict)) => {
                     let group = rows
                         .into_iter()
@@ -234,13 +464,14 @@ impl ChatRoom {
 
     /// After commit: for each message in seq order, ack its senders, then deliver it everywhere,
     /// and push it to every other member who is not in the room at this moment.
-    fn committed(&mut self, rows: Vec<MessageRow>) {
+    fn committed(&mut self, rows: Vec<MessageRow>, ctx: &mut Context<Self>) {
         let present = self.present();
         let Some(state) = self.state.as_mut() else {
             return;
         };
+        let mut frames = Vec::with_capacity(rows.len());
         for row in rows {
-            state.last_seq = row.seq;
+            state.last_seq = state.last_seq.max(row.seq);
             let key = (row.sender_id, row.client_id);
             state.recent.insert(key.clone(), row.seq);
             let message = ChatMessage {
@@ -266,12 +497,13 @@ impl ChatRoom {
                 }
             }
             let frame = ServerFrame::Message(&message).encode();
-            let event = Event::Message {
+            self.fanout.publish_only(Event::Message {
                 seq: row.seq,
+                sender_id: row.sender_id,
+                client_id: key.1,
                 frame: frame.clone(),
-            };
-            self.fanout
-                .committed(event, Deliver::message(row.seq, frame));
+            });
+            frames.push((row.seq, frame));
             for &member in state.members.keys() {
                 if member != row.sender_id && !present.contains(&member) {
                     self.deps
@@ -279,6 +511,9 @@ impl ChatRoom {
                         .notify(member, Notification::chat(&message.text));
                 }
             }
+        }
+        for (seq, frame) in frames {
+            self.hold(seq, frame, ctx);
         }
     }
 
@@ -321,7 +556,7 @@ impl ChatRoom {
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
                 Ok((start, group, stored)) => {
-                    act.state = Some(RoomState::from_start(start));
+                    act.loaded(start, ctx);
                     let mut retry = Vec::new();
                     for (m, seq) in group.into_iter().zip(stored) {
                         match seq {
@@ -363,7 +598,7 @@ impl ChatRoom {
                 .into_actor(self)
                 .map(|loaded, act, ctx| match loaded {
                     Ok(start) => {
-                        act.state = Some(RoomState::from_start(start));
+                        act.loaded(start, ctx);
                         act.flush(ctx);
                     }
                     Err(err) => {
@@ -410,6 +645,12 @@ impl Drop for ChatRoom {
         for session in self.sessions.values() {
             session.close.do_send(CloseSession { code: 1011 });
         }
+        // The members it told the cluster about are no longer in the room through it.
+        if let Some(cluster) = &self.deps.cluster {
+            for &user_id in &self.joined {
+                cluster.leave(self.family_id, user_id);
+            }
+        }
     }
 }
 
@@ -418,6 +659,9 @@ impl Actor for ChatRoom {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1 << 16);
+        if let Some(cluster) = &self.deps.cluster {
+            self.subscription = Some(cluster.subscribe(self.family_id, ctx.address().recipient()));
+        }
         let every = (self.deps.timing.family_idle() / 4).max(Duration::from_millis(100));
         ctx.run_interval(every, Self::check_idle);
     }
@@ -432,19 +676,30 @@ impl Handler<Join> for ChatRoom {
             Some(_) => None,
             None => Some((self.deps.db.clone(), self.family_id)),
         };
+        // Cluster mode: who is in the room on other nodes, for the hello (bounded by the
+        // cluster's present timeout; on an error the last answer stands).
+        let (cluster, family_id) = (self.deps.cluster.clone(), self.family_id);
         AtomicResponse::new(Box::pin(
             async move {
-                match load {
+                let others = match cluster {
+                    Some(cluster) => cluster.others_present(family_id).await.ok(),
+                    None => None,
+                };
+                let loaded = match load {
                     Some((db, family_id)) => store::load_room(&db, family_id).await.map(Some),
                     None => Ok(None),
-                }
+                };
+                (loaded, others)
             }
             .into_actor(self)
-            .map(move |loaded, act, _| {
+            .map(move |(loaded, others), act, ctx| {
                 if let Some(start) = loaded? {
-                    act.state = Some(RoomState::from_start(start));
+                    act.loaded(start, ctx);
                 }
-                let before = act.present();
+                let before = act.presence_view();
+                if let Some(others) = others {
+                    act.others = others.into_iter().collect();
+                }
                 act.sessions.insert(
                     join.session_id,
                     SessionEntry {
@@ -454,9 +709,9 @@ impl Handler<Join> for ChatRoom {
                     },
                 );
                 act.fanout.add(join.session_id, join.deliver);
-                act.announce_presence(&before, Some(join.session_id));
+                act.presence_moved(before, Some(join.session_id));
                 Ok(Hello {
-                    last_seq: act.state.as_ref().map_or(0, |s| s.last_seq),
+                    last_seq: act.delivered.unwrap_or(0),
                     present: act.present().into_iter().collect(),
                 })
             }),
@@ -469,13 +724,13 @@ impl Handler<Leave> for ChatRoom {
 
     fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
         self.last_active = Instant::now();
-        let before = self.present();
+        let before = self.presence_view();
         self.sessions.remove(&leave.session_id);
         self.fanout.remove(leave.session_id);
         for waiters in self.waiting.values_mut() {
             waiters.retain(|&id| id != leave.session_id);
         }
-        self.announce_presence(&before, None);
+        self.presence_moved(before, None);
     }
 }
 
@@ -484,11 +739,11 @@ impl Handler<SetVisible> for ChatRoom {
 
     fn handle(&mut self, msg: SetVisible, _: &mut Context<Self>) {
         self.last_active = Instant::now();
-        let before = self.present();
+        let before = self.presence_view();
         if let Some(session) = self.sessions.get_mut(&msg.session_id) {
             session.visible = msg.visible;
         }
-        self.announce_presence(&before, Some(msg.session_id));
+        self.presence_moved(before, Some(msg.session_id));
     }
 }
 
@@ -549,5 +804,37 @@ impl Handler<CloseRoom> for ChatRoom {
     fn handle(&mut self, _: CloseRoom, _: &mut Context<Self>) {
         self.closing = true;
         self.finish_closing();
+    }
+}
+
+impl Handler<Remote> for ChatRoom {
+    type Result = ();
+
+    /// What another node committed or saw: its messages go through the sequencer (a resend of
+    /// one of them here is acked with its seq), presence notices make the room ask again who
+    /// is in it elsewhere, and a resync (events may have been missed) does both from the source.
+    fn handle(&mut self, remote: Remote, ctx: &mut Context<Self>) {
+        match remote {
+            Remote::Event(ClusterEvent::Chat {
+                seq,
+                sender_id,
+                client_id,
+                frame,
+            }) => {
+                let Some(state) = self.state.as_mut() else {
+                    // Not loaded: the next load reads the database.
+                    return;
+                };
+                state.last_seq = state.last_seq.max(seq);
+                state.recent.insert((sender_id, client_id), seq);
+                self.hold(seq, ByteString::from(frame), ctx);
+            }
+            Remote::Event(ClusterEvent::Presence { .. }) => self.ask_others(ctx),
+            Remote::Event(ClusterEvent::Board { .. }) => {}
+            Remote::Resync => {
+                self.catch_up(ctx);
+                self.ask_others(ctx);
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! - **Presence** ([`Cluster::join`], [`Cluster::leave`], [`Cluster::present`]): a heartbeat key per
 //!   node instance with a TTL and a set of `user@instance` entries per family; an entry counts only
 //!   while its instance's heartbeat lives (`presence.rs`).
-//! - **Seqs** (`seq.rs`): chat seqs per family, gapless and unique across nodes, reserved in the
+//! - **Seqs** (`store/seqs.rs`): chat seqs per family, gapless and unique across nodes, reserved in the
 //!   database inside the transaction that inserts the messages.
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -27,11 +27,11 @@ use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::fanout::{Bus, Event};
 use crate::metrics::Metrics;
 
 mod presence;
 mod pubsub;
-pub mod seq;
 
 /// Events waiting for the publisher task; past this, [`Cluster::publish`] drops and counts them
 /// (a burst of 8,192 commits faster than one Redis connection takes them: receivers resync).
@@ -43,13 +43,15 @@ pub const PIPELINE_CHUNK: usize = 1024;
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
 pub const SUBSCRIBE_CHUNK: usize = 512;
 /// A node instance's heartbeat key lives this long without a refresh: a node killed with
-/// `kill -9` loses its members within this long (plus at most one [`SWEEP_INTERVAL`] until other
-/// nodes tell their sessions).
-pub const NODE_TTL: Duration = Duration::from_secs(30);
-/// How often a node refreshes its heartbeat and re-registers its members' presence entries.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// `kill -9` loses its members within this long after its last heartbeat, plus at most one
+/// [`SWEEP_INTERVAL`] until other nodes tell their sessions: 20 + 5 s, inside the 30 s the
+/// contract promises.
+pub const NODE_TTL: Duration = Duration::from_secs(20);
+/// How often a node refreshes its heartbeat and re-registers its members' presence entries
+/// (four chances per [`NODE_TTL`]).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a node looks for presence entries of dead instances in the families it hosts.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// [`Cluster::present`] gives up after this long (the caller falls back to local presence).
 pub const PRESENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Every other Redis command (publish, presence writes, subscribe) gives up after this long.
@@ -74,10 +76,13 @@ pub const MAX_NODE_ID_LEN: usize = 64;
 pub enum ClusterEvent {
     /// The family's board reached this version (receivers with a gap reload from the database).
     Board { version: i64 },
-    /// A committed chat message: `message` is the chat `message` frame's JSON.
+    /// A committed chat message: `frame` is the chat `message` frame as sent to clients (JSON
+    /// text); the sender and client id let receivers ack a resend without a database read.
     Chat {
         seq: i64,
-        message: serde_json::Value,
+        sender_id: i64,
+        client_id: String,
+        frame: String,
     },
     /// A member's presence entry on the origin node was added (`true`) or removed (`false`); a
     /// sweep also sends `false` for the members of a dead node. A notice, not the truth: the
@@ -598,24 +603,52 @@ impl Cluster {
     /// Redis (entries whose instance's heartbeat lives). Bounded by the settings'
     /// `present_timeout`; on an error the caller falls back to [`Cluster::local_present`].
     pub async fn present(&self, family_id: i64) -> Result<HashSet<i64>, ClusterError> {
+        let mut users = self.others_present(family_id).await?;
+        users.extend(self.local_present(family_id));
+        Ok(users)
+    }
+
+    /// The family's members present on the other nodes only (live heartbeat), from Redis; bounded
+    /// like [`Cluster::present`].
+    pub async fn others_present(&self, family_id: i64) -> Result<HashSet<i64>, ClusterError> {
         let shared = self.shared().clone();
         let limit = shared.settings.present_timeout;
         let remote = shared
             .home
             .spawn(presence::remote_present(shared.clone(), family_id));
-        let mut users = match tokio::time::timeout(limit, remote).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(ClusterError::Stopped),
-            Err(_) => return Err(ClusterError::Timeout(limit)),
-        };
-        users.extend(self.local_present(family_id));
-        Ok(users)
+        match tokio::time::timeout(limit, remote).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClusterError::Stopped),
+            Err(_) => Err(ClusterError::Timeout(limit)),
+        }
     }
 
     /// A clean stop: removes this instance's heartbeat and presence entries and announces that
     /// its members left (other nodes would otherwise see them until [`NODE_TTL`] runs out).
     pub async fn shutdown(&self) -> Result<(), ClusterError> {
         presence::unregister(self.shared()).await
+    }
+}
+
+/// The fan-out seam's bus in cluster mode: what a family's actor committed, as a small event on
+/// the family's channel.
+impl Bus for Cluster {
+    fn publish(&self, family_id: i64, event: Event) {
+        let event = match event {
+            Event::Board { version } => ClusterEvent::Board { version },
+            Event::Message {
+                seq,
+                sender_id,
+                client_id,
+                frame,
+            } => ClusterEvent::Chat {
+                seq,
+                sender_id,
+                client_id,
+                frame: frame.to_string(),
+            },
+        };
+        Cluster::publish(self, family_id, event);
     }
 }
 
@@ -685,7 +718,9 @@ mod tests {
         assert_eq!(back.event, event);
         let chat = ClusterEvent::Chat {
             seq: 3,
-            message: serde_json::json!({"type": "message", "seq": 3, "text": "hi \"there\""}),
+            sender_id: 5,
+            client_id: "c-1".into(),
+            frame: r#"{"type":"message","seq":3,"text":"hi \"there\""}"#.into(),
         };
         let text = serde_json::to_string(&chat).unwrap();
         assert_eq!(serde_json::from_str::<ClusterEvent>(&text).unwrap(), chat);

@@ -6,6 +6,7 @@ pub mod entities;
 pub mod error;
 pub mod fault;
 pub mod persister;
+pub mod seqs;
 mod sql;
 pub mod sqlite;
 

@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 pub use super::board_writes::{BoardChange, BoardOp, Committed, EventRow};
-pub use super::chat_writes::{CommitMessages, MessageRow};
-use super::chat_writes::{SINGLE_STATEMENT_ROWS, commit_messages_alone, message_rows};
+pub use super::chat_writes::{CommitMessages, MessageRow, SeqSource};
+use super::chat_writes::{SINGLE_STATEMENT_ROWS, commit_messages_alone, row_count};
 use super::checkpoint::FinishCheckpoint;
 pub use super::error::PersistError;
 use super::error::StoreError;
@@ -53,8 +53,9 @@ impl Message for CommitBoard {
     type Result = Result<Committed, PersistError>;
 }
 
+/// Answered with the group's first seq.
 impl Message for CommitMessages {
-    type Result = Result<(), PersistError>;
+    type Result = Result<i64, PersistError>;
 }
 
 enum Write {
@@ -62,7 +63,7 @@ enum Write {
         BoardChange,
         oneshot::Sender<Result<Committed, PersistError>>,
     ),
-    Chat(CommitMessages, oneshot::Sender<Result<(), PersistError>>),
+    Chat(CommitMessages, oneshot::Sender<Result<i64, PersistError>>),
 }
 
 impl Write {
@@ -89,6 +90,8 @@ impl Write {
 
 pub struct Persister {
     db: Db,
+    /// Where chat seqs come from (the rooms on one node, the database in cluster mode).
+    seqs: SeqSource,
     /// Panics injected by tests only.
     panics: Arc<InjectedPanics>,
     metrics: Arc<Metrics>,
@@ -102,9 +105,15 @@ pub struct Persister {
 }
 
 impl Persister {
-    pub fn new(db: Db, metrics: Arc<Metrics>, panics: Arc<InjectedPanics>) -> Self {
+    pub fn new(
+        db: Db,
+        seqs: SeqSource,
+        metrics: Arc<Metrics>,
+        panics: Arc<InjectedPanics>,
+    ) -> Self {
         Persister {
             db,
+            seqs,
             metrics,
             panics,
             queue: Vec::new(),
@@ -160,13 +169,13 @@ impl Persister {
             .health
             .set_waiting(self.in_flight + self.queue.len());
         self.committing = true;
-        let db = self.db.clone();
+        let (db, seqs) = (self.db.clone(), self.seqs);
         let metrics = self.metrics.clone();
         ctx.spawn(
             async move {
                 let size = batch.len();
                 let started = std::time::Instant::now();
-                let ok = commit_and_reply(&db, &metrics, batch, deadline).await;
+                let ok = commit_and_reply(&db, seqs, &metrics, batch, deadline).await;
                 metrics.record_batch(size, started.elapsed(), ok);
             }
             .into_actor(self)
@@ -254,7 +263,7 @@ impl Handler<FinishCheckpoint> for Persister {
 }
 
 impl Handler<CommitMessages> for Persister {
-    type Result = ResponseFuture<Result<(), PersistError>>;
+    type Result = ResponseFuture<Result<i64, PersistError>>;
 
     fn handle(&mut self, group: CommitMessages, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
@@ -275,6 +284,7 @@ impl Handler<CommitMessages> for Persister {
 /// Commits a batch and answers every waiter. Returns whether every write committed.
 async fn commit_and_reply(
     db: &Db,
+    seqs: SeqSource,
     metrics: &Metrics,
     batch: Vec<Write>,
     deadline: Instant,
@@ -298,8 +308,8 @@ async fn commit_and_reply(
     let change_refs: Vec<&BoardChange> = changes.iter().collect();
     let group_refs: Vec<&CommitMessages> = groups.iter().collect();
     let (board_results, chat_results) =
-        match timed_commit(db, &change_refs, &group_refs, deadline).await {
-            Ok(results) => (results, vec![Ok(()); groups.len()]),
+        match timed_commit(db, seqs, &change_refs, &group_refs, deadline).await {
+            Ok((board, firsts)) => (board, firsts.into_iter().map(Ok).collect()),
             Err(failure) => match failure.fault_error() {
                 Some(error) => {
                     log::warn!(
@@ -312,9 +322,12 @@ async fn commit_and_reply(
                         vec![Err(error); groups.len()],
                     )
                 }
-                None => commit_apart(db, &changes, &groups, failure, deadline).await,
+                None => commit_apart(db, seqs, &changes, &groups, failure, deadline).await,
             },
         };
+    if seqs == SeqSource::Database {
+        repair_counters(db, &groups, &chat_results).await;
+    }
     let faulted = board_results
         .iter()
         .filter_map(|r| r.as_ref().err())
@@ -356,11 +369,12 @@ async fn commit_and_reply(
 /// closed.
 async fn timed_commit(
     db: &Db,
+    seqs: SeqSource,
     changes: &[&BoardChange],
     groups: &[&CommitMessages],
     deadline: Instant,
-) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
-    match tokio::time::timeout_at(deadline, commit(db, changes, groups)).await {
+) -> Result<Outcomes, BatchFailure> {
+    match tokio::time::timeout_at(deadline, commit(db, seqs, changes, groups)).await {
         Ok(result) => result,
         Err(_) => {
             log::error!(
@@ -387,13 +401,14 @@ enum Unit {
 /// commit and are acknowledged, in ~2·log2(n) transactions per bad write instead of n.
 async fn commit_apart(
     db: &Db,
+    seqs: SeqSource,
     changes: &[BoardChange],
     groups: &[CommitMessages],
     failure: BatchFailure,
     deadline: Instant,
 ) -> (
     Vec<Result<Committed, PersistError>>,
-    Vec<Result<(), PersistError>>,
+    Vec<Result<i64, PersistError>>,
 ) {
     let first = failure.into_error();
     log::warn!(
@@ -425,13 +440,13 @@ async fn commit_apart(
                     board_part.iter().map(|&i| &changes[i]).collect();
                 let group_refs: Vec<&CommitMessages> =
                     chat_part.iter().map(|&i| &groups[i]).collect();
-                match timed_commit(db, &change_refs, &group_refs, deadline).await {
-                    Ok(results) => {
+                match timed_commit(db, seqs, &change_refs, &group_refs, deadline).await {
+                    Ok((results, firsts)) => {
                         for (i, result) in board_part.into_iter().zip(results) {
                             board[i] = result;
                         }
-                        for i in chat_part {
-                            chat[i] = Ok(());
+                        for (i, first) in chat_part.into_iter().zip(firsts) {
+                            chat[i] = Ok(first);
                         }
                         continue;
                     }
@@ -484,23 +499,49 @@ async fn commit_apart(
 /// caller commits the writes apart).
 async fn commit(
     db: &Db,
+    seqs: SeqSource,
     changes: &[&BoardChange],
     groups: &[&CommitMessages],
-) -> Result<Vec<Result<Committed, PersistError>>, BatchFailure> {
+) -> Result<Outcomes, BatchFailure> {
     let backend = db.backend();
     let sql = BatchSql::new(backend);
-    if changes.is_empty() {
-        let rows = message_rows(groups);
-        if rows.len() <= SINGLE_STATEMENT_ROWS {
-            return commit_messages_alone(db, sql, rows)
-                .await
-                .map(|()| Vec::new());
-        }
+    if changes.is_empty() && row_count(groups) <= SINGLE_STATEMENT_ROWS {
+        let firsts = commit_messages_alone(db, sql, groups, seqs).await?;
+        return Ok((Vec::new(), firsts));
     }
     let txn = db.write.begin().await?;
     let results = board_writes::apply(&txn, backend, sql, changes).await?;
-    chat_writes::apply(&txn, backend, sql, groups).await?;
-
+    // After the board writes: a transaction locks `families` rows before `chat_counters` rows
+    // (store/seqs.rs, lock order).
+    let firsts = chat_writes::apply(&txn, backend, sql, groups, seqs).await?;
     txn.commit().await?;
-    Ok(results)
+    Ok((results, firsts))
+}
+
+/// What a committed batch answers: each board change's result, each message group's first seq.
+type Outcomes = (Vec<Result<Committed, PersistError>>, Vec<i64>);
+
+/// Cluster mode: a group that met a conflict may have met a counter behind the stored messages
+/// (rows written by a node on one database without Redis, or before cluster mode): bring the
+/// family's counter up to them, so the room's retry gets fresh seqs. Harmless when the conflict
+/// was a resent client id.
+async fn repair_counters(
+    db: &Db,
+    groups: &[CommitMessages],
+    results: &[Result<i64, PersistError>],
+) {
+    for (group, result) in groups.iter().zip(results) {
+        if matches!(result, Err(PersistError::Conflict)) {
+            match super::seqs::repair_counter(&db.write, group.family_id).await {
+                Ok(last) => log::warn!(
+                    "family {}: chat seq conflict; the family's counter is at {last}",
+                    group.family_id
+                ),
+                Err(err) => log::warn!(
+                    "family {}: repairing the chat counter failed: {err}",
+                    group.family_id
+                ),
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 mod accounts;
 mod board;
 mod chat;
+mod cluster;
 mod errors;
 #[path = "../support/fake_fcm.rs"]
 mod fake_fcm;
@@ -19,6 +20,8 @@ mod push;
 #[path = "../support/push_service.rs"]
 mod push_service;
 mod raw_ws;
+#[path = "../support/redis.rs"]
+mod redis_server;
 mod sse;
 mod supervision;
 mod wishes;

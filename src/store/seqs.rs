@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
 
-use crate::store::BatchSql;
+use super::BatchSql;
 
 /// Families per reservation statement (two parameters each, far under PostgreSQL's 65,535 and
 /// SQLite's 32,766).
@@ -127,6 +127,22 @@ pub async fn repair_counter<C: ConnectionTrait>(txn: &C, family_id: i64) -> Resu
         .await?
         .ok_or_else(|| DbErr::Custom("repair_counter returned no row".into()))?;
     row.try_get("", "last_seq")
+}
+
+/// PostgreSQL: brings every family's counter up to its highest stored seq in one statement (a
+/// node starting in cluster mode on a database that was written without counters). Counters
+/// only move up: run beside nodes that reserve, it waits for their row locks and keeps the
+/// greater value. Returns the families whose counter it wrote.
+pub async fn sync_counters<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let statement = "INSERT INTO chat_counters (family_id, last_seq) \
+         SELECT family_id, MAX(seq) FROM messages GROUP BY family_id \
+         ON CONFLICT (family_id) DO UPDATE SET last_seq = GREATEST(chat_counters.last_seq, excluded.last_seq) \
+         WHERE chat_counters.last_seq < excluded.last_seq";
+    Ok(conn
+        .execute_raw(Statement::from_string(backend, statement))
+        .await?
+        .rows_affected())
 }
 
 /// Rows per [`insert_reserving`] statement (7 parameters a row and 2 a family: under
