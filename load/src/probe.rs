@@ -312,3 +312,20 @@ impl WatchSample {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_found_by_name() {
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let me = std::process::id();
+        assert!(
+            ticks_by_name(comm.trim_end())
+                .iter()
+                .any(|(pid, _)| *pid == me)
+        );
+        assert!(cpu_ticks(me).is_some());
+    }
+}

@@ -295,7 +295,7 @@ impl Worker {
     /// (i+1) mod n. With one node, that node.
     pub fn member_target(&self, family_index: usize, member: usize) -> &Target {
         let global = family_index * self.shards + self.shard;
-        &self.targets[(global + member) % self.targets.len()]
+        &self.targets[node_of(global, member, self.targets.len())]
     }
 }
 
@@ -347,6 +347,12 @@ impl Run {
             ))
         }
     }
+}
+
+/// The node (index) of member `member` (0 the parent, 1 the child) of family `family` (its index
+/// in the token file) among `nodes`: the parent on `family mod nodes`, the child on the next.
+fn node_of(family: usize, member: usize, nodes: usize) -> usize {
+    (family + member) % nodes.max(1)
 }
 
 /// Joins the workers and returns their results.
@@ -415,5 +421,21 @@ impl Pacer {
         let scheduled = self.next;
         self.next += interval;
         scheduled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_of;
+
+    #[test]
+    fn partners_are_on_different_nodes() {
+        for nodes in 2..=4 {
+            for family in 0..20 {
+                assert_ne!(node_of(family, 0, nodes), node_of(family, 1, nodes));
+                assert_eq!(node_of(family, 0, nodes), family % nodes);
+            }
+        }
+        assert_eq!(node_of(7, 1, 1), 0);
     }
 }
