@@ -178,3 +178,154 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
         }
     })
 }
+
+impl Metrics {
+    /// One scrape of every node, summed: counters and histogram buckets add up, so the figures
+    /// of a cluster read like one server's. A node given twice (`--url X --url X`) is scraped
+    /// once.
+    pub fn scrape_all(addrs: &[SocketAddr]) -> Result<Metrics, String> {
+        let mut seen = Vec::new();
+        let mut total = Metrics::default();
+        for &addr in addrs {
+            if seen.contains(&addr) {
+                continue;
+            }
+            seen.push(addr);
+            for (name, value) in Metrics::scrape(addr)
+                .map_err(|e| format!("metrics of {addr}: {e}"))?
+                .0
+            {
+                *total.0.entry(name).or_insert(0.0) += value;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// CPU ticks (utime + stime) of one process from `/proc/<pid>/stat`; None when it is gone.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may itself hold spaces).
+    let (_, after) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some(tick(11)? + tick(12)?)
+}
+
+/// Every process whose command name (`/proc/<pid>/comm`) is `name`, with its CPU ticks.
+fn ticks_by_name(name: &str) -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim_end() == name)
+            .then(|| cpu_ticks(pid).map(|t| (pid, t)))
+            .flatten()
+    })
+    .collect()
+}
+
+/// The processes a run watches besides the load: the nodes (`--server-pid`, once per node), the
+/// bench's Redis (`--redis-pid`) and, with `--postgres-cpu`, every `postgres` process on the
+/// machine (the local PostgreSQL is shared, so this is an upper bound of what the run cost it).
+#[derive(Clone, Debug, Default)]
+pub struct Watched {
+    pub servers: Vec<u32>,
+    pub redis: Vec<u32>,
+    pub postgres: bool,
+}
+
+/// One look at the watched processes.
+#[derive(Clone, Debug)]
+pub struct WatchSample {
+    at: Instant,
+    servers: Vec<Option<ProcSample>>,
+    redis: Vec<Option<u64>>,
+    /// pid → ticks of every `postgres` process (matched by pid between two samples, so a
+    /// backend that started during the run counts from zero and one that ended is lost).
+    postgres: Option<HashMap<u32, u64>>,
+}
+
+impl Watched {
+    pub fn sample(&self) -> WatchSample {
+        WatchSample {
+            at: Instant::now(),
+            servers: self.servers.iter().map(|&pid| sample(Some(pid))).collect(),
+            redis: self.redis.iter().map(|&pid| cpu_ticks(pid)).collect(),
+            postgres: self
+                .postgres
+                .then(|| ticks_by_name("postgres").into_iter().collect()),
+        }
+    }
+}
+
+/// What the watched processes used between two samples.
+pub struct Usage {
+    /// Per node: cores used and RSS at the end (MiB); None where a sample failed.
+    pub servers: Vec<Option<(f64, f64)>>,
+    pub redis_cores: Option<f64>,
+    pub postgres_cores: Option<f64>,
+    /// `postgres` processes seen at the end.
+    pub postgres_processes: usize,
+}
+
+impl WatchSample {
+    pub fn usage_since(&self, before: &WatchSample) -> Usage {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let cores = |ticks: u64| ticks as f64 / CLK_TCK / secs;
+        let servers = self
+            .servers
+            .iter()
+            .zip(&before.servers)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some((a.cores_since(b), a.rss_kib as f64 / 1024.0)),
+                _ => None,
+            })
+            .collect();
+        let redis_cores = (!self.redis.is_empty()).then(|| {
+            self.redis
+                .iter()
+                .zip(&before.redis)
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => cores(a.saturating_sub(*b)),
+                    _ => 0.0,
+                })
+                .sum()
+        });
+        let (postgres_cores, postgres_processes) = match (&self.postgres, &before.postgres) {
+            (Some(after), Some(prior)) => {
+                let ticks = after
+                    .iter()
+                    .map(|(pid, t)| t.saturating_sub(prior.get(pid).copied().unwrap_or(0)))
+                    .sum();
+                (Some(cores(ticks)), after.len())
+            }
+            _ => (None, 0),
+        };
+        Usage {
+            servers,
+            redis_cores,
+            postgres_cores,
+            postgres_processes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_found_by_name() {
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let me = std::process::id();
+        assert!(
+            ticks_by_name(comm.trim_end())
+                .iter()
+                .any(|(pid, _)| *pid == me)
+        );
+        assert!(cpu_ticks(me).is_some());
+    }
+}

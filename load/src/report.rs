@@ -50,6 +50,8 @@ pub struct Report {
     figures: Vec<(String, f64, &'static str)>,
     latencies: Vec<(String, Latency)>,
     checks: Vec<(String, u64)>,
+    /// How to read the figures (e.g. how latencies were measured).
+    notes: Vec<String>,
 }
 
 impl Report {
@@ -60,6 +62,7 @@ impl Report {
             figures: Vec::new(),
             latencies: Vec::new(),
             checks: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -69,6 +72,11 @@ impl Report {
 
     pub fn latency(&mut self, name: &str, latency: Latency) {
         self.latencies.push((name.to_owned(), latency));
+    }
+
+    /// A line printed with the results on how to read them.
+    pub fn note(&mut self, text: &str) {
+        self.notes.push(text.to_owned());
     }
 
     /// A count of correctness violations; any non-zero check makes the run fail.
@@ -110,6 +118,7 @@ impl Report {
             "latency": latencies,
             "checks": checks,
             "violations": self.violations(),
+            "notes": self.notes,
         })
     }
 
@@ -140,6 +149,12 @@ impl Report {
             for (name, n) in &self.checks {
                 let verdict = if *n == 0 { "ok" } else { "VIOLATED" };
                 out.push_str(&format!("  {name:<34} {n:>14} {verdict}\n"));
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for note in &self.notes {
+                out.push_str(&format!("  note: {note}\n"));
             }
         }
         out

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{CONNECT_CONCURRENCY, Common, Pacer, Worker, per_family_interval};
-use crate::client::{SseStream, request};
+use crate::client::{SseStream, Target, request};
 use crate::probe::{self, Metrics};
 use crate::report::{Latency, Report};
 use crate::seed::SeededFamily;
@@ -36,6 +36,10 @@ pub struct BoardArgs {
     /// SSE streams per member held open during the run (change → delivery is measured on them).
     #[arg(long, default_value_t = 1)]
     pub streams_per_member: usize,
+    /// Latencies from each change's scheduled time rather than from when it was sent, and no
+    /// schedule restarts when late (see the report's note on what stays closed).
+    #[arg(long)]
+    pub open_loop: bool,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +112,8 @@ struct FamilyState {
 struct BoardFamily {
     seeded: SeededFamily,
     client: Rc<awc::Client>,
+    /// The parent's node and the child's ([`Worker::member_target`]).
+    targets: [Target; 2],
     state: RefCell<FamilyState>,
 }
 
@@ -128,6 +134,10 @@ impl BoardEngine {
                 Rc::new(BoardFamily {
                     seeded: seeded.clone(),
                     client: worker.client(i),
+                    targets: [
+                        worker.member_target(i, 0).clone(),
+                        worker.member_target(i, 1).clone(),
+                    ],
                     state: RefCell::default(),
                 })
             })
@@ -163,12 +173,14 @@ impl BoardEngine {
             .for_each_concurrent(CONNECT_CONCURRENCY, |(family, index)| {
                 let stats = self.stats.clone();
                 async move {
-                    let token = if index % 2 == 0 {
+                    let member = index % 2;
+                    let token = if member == 0 {
                         &family.seeded.parent.token
                     } else {
                         &family.seeded.child.token
                     };
-                    match SseStream::open(&family.client, &worker.target, token).await {
+                    let target = &family.targets[member];
+                    match SseStream::open(&family.client, target, token).await {
                         Ok(stream) => {
                             worker.counters.opened();
                             stats.borrow_mut().streams += 1;
@@ -204,7 +216,8 @@ impl BoardEngine {
 
     /// Drives every family until the coordinator says stop, then waits briefly for the last
     /// deliveries and counts what never arrived.
-    pub async fn drive(&self, worker: &Worker, interval: Option<Duration>) {
+    /// `open_loop`: latencies count from each change's scheduled time (see [`Pacer`]).
+    pub async fn drive(&self, worker: &Worker, interval: Option<Duration>, open_loop: bool) {
         let n = self.families.len();
         let tasks: Vec<_> = self
             .families
@@ -215,16 +228,16 @@ impl BoardEngine {
                 let stats = self.stats.clone();
                 let phases = worker.phases.clone();
                 let counters = worker.counters.clone();
-                let target = worker.target.clone();
                 let streams = self.streams_per_member > 0;
                 actix_web::rt::spawn(async move {
-                    let mut pacer = Pacer::new(interval, i as f64 / n as f64);
+                    let mut pacer = Pacer::new(interval, i as f64 / n as f64).open_loop(open_loop);
                     while !phases.stopped() {
-                        pacer.tick().await;
+                        let scheduled = pacer.tick().await;
                         if phases.stopped() {
                             break;
                         }
-                        family.step(&target, streams, &stats, &counters).await;
+                        let since = open_loop.then_some(scheduled);
+                        family.step(since, streams, &stats, &counters).await;
                     }
                     stats.borrow_mut().late += pacer.late;
                 })
@@ -261,7 +274,23 @@ enum Op {
 
 impl BoardFamily {
     async fn reload(&self, worker: &Worker) {
-        let url = worker.target.url("/api/board");
+        if self.targets[1].addr != self.targets[0].addr {
+            // Loads the family's actors on the child's node too.
+            let url = self.targets[1].url("/api/board");
+            if let Err(err) = request::<Shown>(
+                &self.client,
+                Method::GET,
+                &url,
+                &self.seeded.child.token,
+                None,
+            )
+            .await
+            {
+                worker.counters.errors.fetch_add(1, Relaxed);
+                eprintln!("podo-load: GET /api/board (child's node) failed: {err}");
+            }
+        }
+        let url = self.targets[0].url("/api/board");
         match request::<Shown>(
             &self.client,
             Method::GET,
@@ -306,31 +335,35 @@ impl BoardFamily {
         }
     }
 
+    /// One change, by the member whose action it is, on that member's node. `since`: the
+    /// scheduled time latencies count from (open loop); None: from the send.
     async fn step(
         &self,
-        target: &crate::client::Target,
+        since: Option<Instant>,
         streams: bool,
         stats: &RefCell<BoardStats>,
         counters: &super::Counters,
     ) {
-        let (path, token, body) = match self.next_op() {
+        let (member, path, token, body) = match self.next_op() {
             Op::Grant => (
+                0,
                 "/api/board/grant",
                 &self.seeded.parent.token,
                 json!({"count": 1}),
             ),
-            Op::Attach => ("/api/board/attach", &self.seeded.child.token, json!({})),
+            Op::Attach => (1, "/api/board/attach", &self.seeded.child.token, json!({})),
             Op::NewBoard => {
                 let wish = request::<Created>(
                     &self.client,
                     Method::POST,
-                    &target.url("/api/wishes"),
+                    &self.targets[1].url("/api/wishes"),
                     &self.seeded.child.token,
                     Some(&json!({"name": "podo-load gift"})),
                 )
                 .await;
                 match wish {
                     Ok(wish) => (
+                        0,
                         "/api/board",
                         &self.seeded.parent.token,
                         json!({"wish_id": wish.id, "size": NEW_BOARD_SIZE}),
@@ -342,14 +375,16 @@ impl BoardFamily {
                 }
             }
         };
-        self.change(target, path, token, &body, streams, stats, counters)
+        let target = &self.targets[member];
+        self.change(since, target, path, token, &body, streams, stats, counters)
             .await;
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn change(
         &self,
-        target: &crate::client::Target,
+        since: Option<Instant>,
+        target: &Target,
         path: &str,
         token: &str,
         body: &Value,
@@ -357,7 +392,7 @@ impl BoardFamily {
         stats: &RefCell<BoardStats>,
         counters: &super::Counters,
     ) {
-        let sent = Instant::now();
+        let sent = since.unwrap_or_else(Instant::now);
         // Registered before sending: the SSE event can arrive before the HTTP answer.
         let expected = self.state.borrow().version.map(|v| v + 1);
         if let (true, Some(v)) = (streams, expected) {
@@ -399,7 +434,7 @@ impl BoardFamily {
                     .retain(|(v, _)| Some(*v) != expected);
                 self.failed(stats, counters, &err.to_string());
                 // Learn the real state before the next step.
-                let url = target.url("/api/board");
+                let url = self.targets[0].url("/api/board");
                 if let Ok(shown) = request::<Shown>(
                     &self.client,
                     Method::GET,
@@ -472,29 +507,32 @@ pub fn run(args: BoardArgs) -> Result<Option<Report>, String> {
     let total = families.len();
     let interval = per_family_interval(args.rate, total);
     let streams = args.streams_per_member;
+    let open_loop = args.open_loop;
     let (run, handles) = super::spawn_workers(&common, families, move |worker| async move {
         let engine = BoardEngine::new(&worker, streams);
         engine.load_states(&worker).await;
         engine.open_streams(&worker, Duration::from_secs(60)).await;
         worker.phases.arrive(0).await;
-        engine.drive(&worker, interval).await;
+        engine.drive(&worker, interval, open_loop).await;
         engine.finish()
     })?;
-    let target = common.target()?;
+    let addrs = common.addrs()?;
+    let watched = common.watched();
     run.gather(0, Duration::from_secs(150))?;
-    let before = Metrics::scrape(target.addr)?;
-    let proc_before = probe::sample(common.server_pid);
+    let before = Metrics::scrape_all(&addrs)?;
+    let proc_before = watched.sample();
     let started = Instant::now();
     run.phases.release(0);
     run.run_for(common.duration, common.json);
     let elapsed = started.elapsed().as_secs_f64();
-    let after = Metrics::scrape(target.addr)?;
-    let proc_after = probe::sample(common.server_pid);
+    let after = Metrics::scrape_all(&addrs)?;
+    let proc_after = watched.sample();
     let stats = super::join(handles)?
         .into_iter()
         .fold(BoardStats::default(), BoardStats::merge);
 
     let mut report = Report::new("board", common.json);
+    report.figure("nodes", addrs.len() as f64, "");
     report.figure("families", total as f64, "");
     report.figure("target rate", args.rate, "changes/s");
     report.figure("acknowledged changes", stats.changes as f64, "");
@@ -509,7 +547,13 @@ pub fn run(args: BoardArgs) -> Result<Option<Report>, String> {
         "changes/s",
     );
     add_server_figures(&mut report, &before, &after, elapsed, stats.changes);
-    add_process_figures(&mut report, proc_before, proc_after);
+    add_usage_figures(
+        &mut report,
+        &proc_after.usage_since(&proc_before),
+        elapsed,
+        stats.changes,
+        "change",
+    );
     report.figure("sse streams", stats.streams as f64, "");
     report.figure("errors", stats.errors as f64, "");
     report.figure("families behind schedule", stats.late as f64, "");
@@ -518,7 +562,63 @@ pub fn run(args: BoardArgs) -> Result<Option<Report>, String> {
     report.check("undelivered changes", stats.undelivered);
     report.check("version regressions", stats.regressions);
     report.check("unexpected versions", stats.mismatched);
+    if open_loop {
+        report.note(
+            "open loop: latencies count from each change's scheduled time; a family still \
+             waits for one answer before its next change (the next change depends on it), and \
+             a change held back by a slow one counts the wait",
+        );
+    }
+    if addrs.len() > 1 {
+        report.note(
+            "several nodes: family i's parent on node i mod n, its child on node (i+1) mod n; \
+             each member's changes go to its own node, so the partner's stream is on the other",
+        );
+    }
     Ok(Some(report))
+}
+
+/// Every node's CPU and RSS (summed, and per node when there are several), the CPU per
+/// operation (`unit`: change, message), and the cores Redis and PostgreSQL used, when watched.
+pub fn add_usage_figures(
+    report: &mut Report,
+    usage: &probe::Usage,
+    elapsed: f64,
+    ops: u64,
+    unit: &str,
+) {
+    let known: Vec<(f64, f64)> = usage.servers.iter().flatten().copied().collect();
+    // Microseconds of one core per operation, from cores used over the window.
+    let per_op = |cores: f64| {
+        if ops > 0 {
+            cores * elapsed * 1e6 / ops as f64
+        } else {
+            0.0
+        }
+    };
+    if !known.is_empty() {
+        let cores: f64 = known.iter().map(|(c, _)| c).sum();
+        report.figure("server CPU", cores, "cores");
+        report.figure("server RSS", known.iter().map(|(_, r)| r).sum(), "MiB");
+        report.figure(&format!("server CPU per {unit}"), per_op(cores), "µs");
+        if usage.servers.len() > 1 {
+            for (i, node) in usage.servers.iter().enumerate() {
+                if let Some((cores, rss)) = node {
+                    report.figure(&format!("server CPU node {}", i + 1), *cores, "cores");
+                    report.figure(&format!("server RSS node {}", i + 1), *rss, "MiB");
+                }
+            }
+        }
+    }
+    if let Some(cores) = usage.redis_cores {
+        report.figure("redis CPU", cores, "cores");
+        report.figure(&format!("redis CPU per {unit}"), per_op(cores), "µs");
+    }
+    if let Some(cores) = usage.postgres_cores {
+        report.figure("postgres CPU (all postgres processes)", cores, "cores");
+        report.figure(&format!("postgres CPU per {unit}"), per_op(cores), "µs");
+        report.figure("postgres processes", usage.postgres_processes as f64, "");
+    }
 }
 
 /// The server process's CPU (cores used over the window) and RSS at its end, when its pid is known.

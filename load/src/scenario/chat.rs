@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
-use super::board::{add_process_figures, add_server_figures};
+use super::board::{add_server_figures, add_usage_figures};
 use super::crash::{self, Generations, Tally};
 use super::{CONNECT_CONCURRENCY, Common, Counters, Pacer, Phases, Worker, per_family_interval};
 use crate::client::{SseStream, Target, open_ws, request};
-use crate::probe::{self, Metrics};
+use crate::probe::Metrics;
 use crate::report::{Latency, Report};
 
 /// How long after the load stops sessions get to catch up before missing messages are counted.
@@ -55,6 +55,10 @@ pub struct ChatArgs {
     /// Also hold one board SSE stream per member open (for connection counts).
     #[arg(long)]
     pub sse: bool,
+    /// With `--rate`: send every message at its scheduled time even when behind (never wait,
+    /// never skip ahead) and measure its latencies from that time, not from when it went out.
+    #[arg(long)]
+    pub open_loop: bool,
 }
 
 #[derive(Args)]
@@ -187,6 +191,8 @@ struct FamilyState {
 struct Session {
     member: usize,
     token: String,
+    /// This member's node ([`Worker::member_target`]).
+    target: Target,
     tx: RefCell<Option<mpsc::UnboundedSender<ws::Message>>>,
     kill: Notify,
     last_seq: Cell<i64>,
@@ -236,6 +242,8 @@ struct Ctx {
     /// Crash scenario: which server process is up, when each first took a write, what is in
     /// flight. Reconnects are then quicker ([`crash::retry_pause`]).
     gens: Option<Arc<Generations>>,
+    /// Latencies from the scheduled send time ([`ChatEngine::set_open_loop`]).
+    open_loop: Cell<bool>,
 }
 
 impl Ctx {
@@ -285,21 +293,28 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
         .take(args.text_bytes.clamp(1, 2000))
         .collect();
     let sse = args.sse;
+    let open_loop = args.open_loop && interval.is_some();
     let run_id = rand::random::<u32>();
     let (run, handles) = super::spawn_workers(&common, families, move |worker| {
         let text = text.clone();
-        async move { work(worker, interval, window, sse, storm, text, run_id).await }
+        async move {
+            work(
+                worker, interval, window, sse, storm, text, run_id, open_loop,
+            )
+            .await
+        }
     })?;
-    let target = common.target()?;
+    let addrs = common.addrs()?;
+    let watched = common.watched();
     run.gather(0, Duration::from_secs(170))?;
-    let before = Metrics::scrape(target.addr)?;
-    let proc_before = probe::sample(common.server_pid);
+    let before = Metrics::scrape_all(&addrs)?;
+    let proc_before = watched.sample();
     let started = Instant::now();
     run.phases.release(0);
     run.run_for(common.duration, common.json);
     let elapsed = started.elapsed().as_secs_f64();
-    let after = Metrics::scrape(target.addr)?;
-    let proc_after = probe::sample(common.server_pid);
+    let after = Metrics::scrape_all(&addrs)?;
+    let proc_after = watched.sample();
     let peak = run.counters.peak_open.load(Relaxed);
     let stats = super::join(handles)?
         .into_iter()
@@ -307,6 +322,7 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
 
     let name = if storm.is_some() { "storm" } else { "chat" };
     let mut report = Report::new(name, common.json);
+    report.figure("nodes", addrs.len() as f64, "");
     report.figure("families", total as f64, "");
     report.figure("chat sessions", stats.sessions as f64, "");
     report.figure("peak open connections", peak as f64, "");
@@ -324,7 +340,13 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
     );
     report.figure("deliveries", stats.delivered as f64, "");
     add_server_figures(&mut report, &before, &after, elapsed, stats.acked);
-    add_process_figures(&mut report, proc_before, proc_after);
+    add_usage_figures(
+        &mut report,
+        &proc_after.usage_since(&proc_before),
+        elapsed,
+        stats.acked,
+        "message",
+    );
     report.figure("sends skipped (session down)", stats.skipped as f64, "");
     report.figure("families behind schedule", stats.late as f64, "");
     report.figure("reconnects", stats.reconnects as f64, "");
@@ -339,9 +361,28 @@ fn run(args: ChatArgs, storm: Option<Storm>) -> Result<Option<Report>, String> {
     report.check("stored twice", stats.double_stored);
     report.check("ack after message", stats.acks_after_message);
     report.check("seqs rewound on reconnect", stats.rewound);
+    if open_loop {
+        report.note(
+            "open loop: every message goes at its scheduled time (never waiting for acks, \
+             bursting when behind); latencies count from that time",
+        );
+    } else if interval.is_some() {
+        report.note(
+            "paced: messages never wait for acks, but latencies count from the actual send, and \
+             a family more than a second behind skips ahead (--open-loop measures from the \
+             schedule)",
+        );
+    }
+    if addrs.len() > 1 {
+        report.note(
+            "several nodes: family i's parent on node i mod n, its child on node (i+1) mod n, \
+             so every partner delivery crosses nodes",
+        );
+    }
     Ok(Some(report))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn work(
     worker: Worker,
     interval: Option<Duration>,
@@ -350,8 +391,10 @@ async fn work(
     storm: Option<Storm>,
     text: String,
     run_id: u32,
+    open_loop: bool,
 ) -> ChatStats {
     let engine = ChatEngine::new(&worker, text, run_id, storm, None);
+    engine.set_open_loop(open_loop);
     engine.connect(sse).await;
     worker.phases.arrive(0).await;
     engine.drive(interval, window).await;
@@ -409,6 +452,7 @@ impl ChatEngine {
             text,
             run_id,
             gens,
+            open_loop: Cell::new(false),
         });
         let families = worker
             .families
@@ -419,6 +463,7 @@ impl ChatEngine {
                     Rc::new(Session {
                         member,
                         token: token.to_owned(),
+                        target: worker.member_target(i, member).clone(),
                         tx: RefCell::new(None),
                         kill: Notify::new(),
                         last_seq: Cell::new(0),
@@ -455,13 +500,18 @@ impl ChatEngine {
                 ctx.stats.borrow_mut().sessions += 1;
                 actix_web::rt::spawn(run_session(family.clone(), session.clone(), ctx.clone()));
                 if sse {
-                    open_sse(&family, &session.token, ctx).await;
+                    open_sse(&family, &session, ctx).await;
                 }
                 while !session.ready.get() && !ctx.phases.stopped() {
                     actix_web::rt::time::sleep(Duration::from_millis(10)).await;
                 }
             })
             .await;
+    }
+
+    /// Paced sends keep to their schedule and measure from it (see [`Pacer`]).
+    pub fn set_open_loop(&self, on: bool) {
+        self.ctx.open_loop.set(on);
     }
 
     /// Sends until the coordinator says stop: at `interval` per family, or (None) keeping
@@ -479,11 +529,14 @@ impl ChatEngine {
                 let family = family.clone();
                 let ctx = self.ctx.clone();
                 actix_web::rt::spawn(async move {
-                    let mut pacer = Pacer::new(interval, i as f64 / n as f64);
+                    let open_loop = ctx.open_loop.get();
+                    let mut pacer = Pacer::new(interval, i as f64 / n as f64).open_loop(open_loop);
                     let mut turn = i;
                     while !ctx.phases.stopped() {
+                        let mut at = None;
                         if interval.is_some() {
-                            pacer.tick().await;
+                            let scheduled = pacer.tick().await;
+                            at = open_loop.then_some(scheduled);
                         } else if family.state.borrow().in_flight >= window {
                             let _ = actix_web::rt::time::timeout(
                                 Duration::from_millis(50),
@@ -496,7 +549,7 @@ impl ChatEngine {
                             break;
                         }
                         turn += 1;
-                        if !family.send_next(turn % 2, &ctx) {
+                        if !family.send_next(turn % 2, &ctx, at) {
                             ctx.stats.borrow_mut().skipped += 1;
                             if interval.is_none() {
                                 actix_web::rt::time::sleep(Duration::from_millis(20)).await;
@@ -638,8 +691,9 @@ impl ChatFamily {
         }
     }
 
-    /// Sends the next message from `member`'s session; false if that session is down.
-    fn send_next(&self, member: usize, ctx: &Ctx) -> bool {
+    /// Sends the next message from `member`'s session; false if that session is down. `at`: the
+    /// time its latencies count from (open loop); None: now.
+    fn send_next(&self, member: usize, ctx: &Ctx, at: Option<Instant>) -> bool {
         let session = &self.sessions[member];
         if !session.usable() {
             return false;
@@ -665,7 +719,7 @@ impl ChatFamily {
         st.sent.insert(
             client_id,
             Sent {
-                at: Instant::now(),
+                at: at.unwrap_or_else(Instant::now),
                 acked: false,
                 partner_seen: false,
                 resent: false,
@@ -831,7 +885,7 @@ impl ChatFamily {
 async fn run_session(family: Rc<ChatFamily>, session: Rc<Session>, ctx: Rc<Ctx>) {
     loop {
         let (mut sink, mut stream) =
-            match open_ws(&family.client, &ctx.target, &session.token).await {
+            match open_ws(&family.client, &session.target, &session.token).await {
                 Ok(halves) => halves,
                 Err(err) => {
                     ctx.stats.borrow_mut().connect_failures += 1;
@@ -910,8 +964,8 @@ async fn storms(families: Vec<Rc<ChatFamily>>, storm: Storm, ctx: Rc<Ctx>) {
 }
 
 /// Holds a board SSE stream open next to the chat session (it only counts as a connection).
-async fn open_sse(family: &ChatFamily, token: &str, ctx: &Rc<Ctx>) {
-    match SseStream::open(&family.client, &ctx.target, token).await {
+async fn open_sse(family: &ChatFamily, session: &Session, ctx: &Rc<Ctx>) {
+    match SseStream::open(&family.client, &session.target, &session.token).await {
         Ok(mut stream) => {
             ctx.counters.opened();
             let counters = ctx.counters.clone();

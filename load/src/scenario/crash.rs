@@ -361,7 +361,7 @@ struct Kill {
 
 pub fn run(args: CrashArgs) -> Result<Option<Report>, String> {
     let common = Common {
-        server: args.server.clone(),
+        server: vec![args.server.clone()],
         tokens: args.tokens.clone(),
         families: args.families,
         // The hard deadline of the workers: every kill at its latest with a slow restart, the
@@ -372,7 +372,9 @@ pub fn run(args: CrashArgs) -> Result<Option<Report>, String> {
         .ceil() as u64,
         threads: args.threads,
         source_addrs: args.source_addrs,
-        server_pid: None,
+        server_pid: Vec::new(),
+        redis_pid: Vec::new(),
+        postgres_cpu: false,
         json: args.json,
     };
     if !(args.kill_min > 0.0 && args.kill_min <= args.kill_max) {

@@ -29,9 +29,16 @@ pub const CONNECT_CONCURRENCY: usize = 128;
 
 #[derive(Args, Clone)]
 pub struct Common {
-    /// The server (loopback only), e.g. http://127.0.0.1:8080.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    /// The server (loopback only), e.g. http://127.0.0.1:8080. Give it (or `--url`) once per
+    /// node of a cluster: `board`, `sse-idle`, `chat` and `storm` then put family i's parent on
+    /// node i mod n and its child on node (i+1) mod n, so every delivery to the partner and
+    /// every board update on the partner's stream crosses nodes. Other scenarios take one.
+    #[arg(
+        long = "server",
+        visible_alias = "url",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: Vec<String>,
     /// Tokens written by `podo-load seed`.
     #[arg(long, default_value = "tokens.json")]
     pub tokens: PathBuf,
@@ -47,17 +54,56 @@ pub struct Common {
     /// Loopback source addresses to spread client sockets over (127.0.0.1 ..= 127.0.0.N).
     #[arg(long, default_value_t = 8)]
     pub source_addrs: usize,
-    /// The server's pid, to sample its RSS and CPU from /proc.
+    /// The server's pid, to sample its RSS and CPU from /proc; once per node (CPU is reported
+    /// per node and summed).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
+    /// The pid of the Redis of a cluster run, to report the cores it used (repeatable).
+    #[arg(long)]
+    pub redis_pid: Vec<u32>,
+    /// Also report the cores used by every `postgres` process on this machine during the run
+    /// (the whole local PostgreSQL: an upper bound when something else uses it too).
+    #[arg(long)]
+    pub postgres_cpu: bool,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 impl Common {
+    /// The one server of a scenario that drives a single node.
     pub fn target(&self) -> Result<Target, String> {
-        Target::parse(&self.server)
+        match self.server.as_slice() {
+            [server] => Target::parse(server),
+            servers => Err(format!(
+                "this scenario drives one server, --server/--url was given {} times",
+                servers.len()
+            )),
+        }
+    }
+
+    /// Every node, in the order given.
+    pub fn targets(&self) -> Result<Vec<Target>, String> {
+        self.server.iter().map(|s| Target::parse(s)).collect()
+    }
+
+    /// The one server pid of a scenario that drives a single node.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pid.first().copied()
+    }
+
+    /// The processes to sample during the run.
+    pub fn watched(&self) -> crate::probe::Watched {
+        crate::probe::Watched {
+            servers: self.server_pid.clone(),
+            redis: self.redis_pid.clone(),
+            postgres: self.postgres_cpu,
+        }
+    }
+
+    /// The nodes' addresses, for scraping their metrics.
+    pub fn addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        Ok(self.targets()?.iter().map(|t| t.addr).collect())
     }
 
     pub fn load_families(&self) -> Result<Vec<SeededFamily>, String> {
@@ -147,7 +193,14 @@ impl Phases {
 
 /// What a worker is handed: its shard of the families and the shared state.
 pub struct Worker {
+    /// The first node (scenarios that drive one server use only this).
     pub target: Target,
+    /// Every node; see [`Worker::member_target`].
+    pub targets: Vec<Target>,
+    /// This worker's number and how many there are: family `i` of the token file is this
+    /// worker's family `i / shards` when `i % shards == shard`.
+    pub shard: usize,
+    pub shards: usize,
     pub families: Vec<SeededFamily>,
     /// One client per source address; family `i` uses `clients[i % len]`.
     pub clients: Vec<Rc<awc::Client>>,
@@ -174,7 +227,8 @@ where
     Fut: Future<Output = R> + 'static,
     R: Send + 'static,
 {
-    let target = common.target()?;
+    let targets = common.targets()?;
+    let target = targets.first().cloned().ok_or("no --server/--url given")?;
     let threads = common.threads.clamp(1, families.len());
     let counters = Arc::new(Counters::default());
     let phases = Arc::new(Phases::default());
@@ -195,6 +249,7 @@ where
         .map(|(index, families)| {
             let work = work.clone();
             let target = target.clone();
+            let targets = targets.clone();
             let counters = counters.clone();
             let phases = phases.clone();
             std::thread::Builder::new()
@@ -206,6 +261,9 @@ where
                             .collect();
                         work(Worker {
                             target,
+                            targets,
+                            shard: index,
+                            shards: threads,
                             families,
                             clients,
                             counters,
@@ -230,6 +288,14 @@ where
 impl Worker {
     pub fn client(&self, family_index: usize) -> Rc<awc::Client> {
         self.clients[family_index % self.clients.len()].clone()
+    }
+
+    /// The node this worker's family `family_index` talks to as `member` (0 the parent, 1 the
+    /// child): family i of the token file has its parent on node i mod n and its child on node
+    /// (i+1) mod n. With one node, that node.
+    pub fn member_target(&self, family_index: usize, member: usize) -> &Target {
+        let global = family_index * self.shards + self.shard;
+        &self.targets[node_of(global, member, self.targets.len())]
     }
 }
 
@@ -283,6 +349,12 @@ impl Run {
     }
 }
 
+/// The node (index) of member `member` (0 the parent, 1 the child) of family `family` (its index
+/// in the token file) among `nodes`: the parent on `family mod nodes`, the child on the next.
+fn node_of(family: usize, member: usize, nodes: usize) -> usize {
+    (family + member) % nodes.max(1)
+}
+
 /// Joins the workers and returns their results.
 pub fn join<R>(handles: Vec<std::thread::JoinHandle<R>>) -> Result<Vec<R>, String> {
     handles
@@ -297,11 +369,21 @@ pub fn per_family_interval(rate: f64, families: usize) -> Option<Duration> {
     (rate > 0.0).then(|| Duration::from_secs_f64(families as f64 / rate))
 }
 
-/// Paces one family's operations on a fixed schedule. When the schedule has fallen more than a
-/// second behind, it restarts from now instead of bursting to catch up.
+/// A send more than this far behind its schedule counts as late; without `--open-loop` the
+/// schedule then restarts from now.
+const LATE: Duration = Duration::from_secs(1);
+
+/// Paces one family's operations on a fixed schedule. When the schedule has fallen more than
+/// [`LATE`] behind, it restarts from now instead of bursting to catch up, unless it is
+/// [`Pacer::open_loop`]: then every scheduled operation happens, as soon as possible when late,
+/// and latencies are measured from the scheduled time that [`Pacer::tick`] returns, so a stall
+/// counts against every operation it held back (no coordinated omission).
 pub struct Pacer {
     next: Instant,
     interval: Option<Duration>,
+    open_loop: bool,
+    /// Without open loop: times the schedule restarted. With it: operations more than
+    /// [`LATE`] behind.
     pub late: u64,
 }
 
@@ -311,21 +393,49 @@ impl Pacer {
         Pacer {
             next: Instant::now() + offset,
             interval,
+            open_loop: false,
             late: 0,
         }
     }
 
-    pub async fn tick(&mut self) {
+    /// Keeps to the schedule whatever happens (see [`Pacer`]).
+    pub fn open_loop(mut self, on: bool) -> Pacer {
+        self.open_loop = on;
+        self
+    }
+
+    /// Waits for the next scheduled time and returns it (now, when there is no schedule).
+    pub async fn tick(&mut self) -> Instant {
         let Some(interval) = self.interval else {
-            return;
+            return Instant::now();
         };
         let now = Instant::now();
         if self.next > now {
             actix_web::rt::time::sleep_until(self.next.into()).await;
-        } else if now - self.next > Duration::from_secs(1) {
+        } else if now - self.next > LATE {
             self.late += 1;
-            self.next = now;
+            if !self.open_loop {
+                self.next = now;
+            }
         }
+        let scheduled = self.next;
         self.next += interval;
+        scheduled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_of;
+
+    #[test]
+    fn partners_are_on_different_nodes() {
+        for nodes in 2..=4 {
+            for family in 0..20 {
+                assert_ne!(node_of(family, 0, nodes), node_of(family, 1, nodes));
+                assert_eq!(node_of(family, 0, nodes), family % nodes);
+            }
+        }
+        assert_eq!(node_of(7, 1, 1), 0);
     }
 }

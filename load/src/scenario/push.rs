@@ -155,10 +155,10 @@ pub fn run(args: PushArgs) -> Result<Option<Report>, String> {
     let target = common.target()?;
     run.gather(0, Duration::from_secs(170))?;
     let before = Metrics::scrape(target.addr)?;
-    let proc_before = probe::sample(common.server_pid);
+    let proc_before = probe::sample(common.server_pid());
     run.phases.release(0);
     run.run_for(common.duration, common.json);
-    let proc_after = probe::sample(common.server_pid);
+    let proc_after = probe::sample(common.server_pid());
     let stats = super::join(handles)?
         .into_iter()
         .fold(PushStats::default(), |a, b| PushStats {

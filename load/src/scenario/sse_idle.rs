@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::board::{BoardEngine, BoardStats, add_server_figures};
+use super::board::{BoardEngine, BoardStats, add_server_figures, add_usage_figures};
 use super::{Common, per_family_interval};
 use crate::probe::{self, Metrics};
 use crate::report::Report;
@@ -42,17 +42,25 @@ pub fn run(args: SseIdleArgs) -> Result<Option<Report>, String> {
         engine.open_streams(&worker, Duration::from_secs(120)).await;
         worker.phases.arrive(1).await;
         if change_phase {
-            engine.drive(&worker, interval).await;
+            engine.drive(&worker, interval, false).await;
         }
         engine.finish()
     })?;
-    let target = common.target()?;
+    let addrs = common.addrs()?;
+    // RSS and CPU while idle are one server's; with several nodes, the per-node figures of the
+    // change phase say what each used.
+    let pid = if addrs.len() == 1 {
+        common.server_pid()
+    } else {
+        None
+    };
+    let watched = common.watched();
     let quiet = common.json;
 
     // Phase 0: every family's board is loaded on the server, no stream is open yet.
     run.gather(0, Duration::from_secs(120))?;
     std::thread::sleep(SETTLE);
-    let rss_before = probe::sample(common.server_pid);
+    let rss_before = probe::sample(pid);
     let opening = Instant::now();
     run.phases.release(0);
 
@@ -67,16 +75,17 @@ pub fn run(args: SseIdleArgs) -> Result<Option<Report>, String> {
         );
     }
     std::thread::sleep(SETTLE);
-    let idle_start = Metrics::scrape(target.addr)?;
+    let idle_start = Metrics::scrape_all(&addrs)?;
     let idle_started = Instant::now();
-    let rss_open = probe::sample(common.server_pid);
+    let rss_open = probe::sample(pid);
     std::thread::sleep(Duration::from_secs(args.idle));
-    let idle_end = Metrics::scrape(target.addr)?;
+    let idle_end = Metrics::scrape_all(&addrs)?;
     let idle_secs = idle_started.elapsed().as_secs_f64();
-    let idle_cpu = probe::sample(common.server_pid);
+    let idle_cpu = probe::sample(pid);
 
     // Phase 2: changes at the target rate.
-    let before = Metrics::scrape(target.addr)?;
+    let before = Metrics::scrape_all(&addrs)?;
+    let proc_before = watched.sample();
     let started = Instant::now();
     run.phases.release(1);
     if change_phase {
@@ -85,12 +94,14 @@ pub fn run(args: SseIdleArgs) -> Result<Option<Report>, String> {
         run.phases.stop();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = Metrics::scrape(target.addr)?;
+    let after = Metrics::scrape_all(&addrs)?;
+    let proc_after = watched.sample();
     let stats = super::join(handles)?
         .into_iter()
         .fold(BoardStats::default(), BoardStats::merge);
 
     let mut report = Report::new("sse-idle", quiet);
+    report.figure("nodes", addrs.len() as f64, "");
     report.figure("families", total as f64, "");
     report.figure("sse streams open", open as f64, "");
     report.figure(
@@ -129,6 +140,13 @@ pub fn run(args: SseIdleArgs) -> Result<Option<Report>, String> {
             "changes/s",
         );
         add_server_figures(&mut report, &before, &after, elapsed, stats.changes);
+        add_usage_figures(
+            &mut report,
+            &proc_after.usage_since(&proc_before),
+            elapsed,
+            stats.changes,
+            "change",
+        );
         report.figure("errors", stats.errors as f64, "");
         report.figure("streams ended early", stats.streams_ended as f64, "");
         report.latency("change → ack", stats.ack);
