@@ -133,8 +133,10 @@ if [[ $MODE == heap ]]; then
     load=$!
     # Kill the server while every socket is open (after podo-load's settle, during its hold):
     # what is still allocated then is what the idle sockets hold.
-    until jq -e '.' "$WORK/heap.json" >/dev/null 2>&1 || [[ $(curl -fs "$SERVER/metrics" |
-        awk '$1 == "podo_ws_sessions" { print $2 }') == "$HEAP_SOCKETS" ]]; do sleep 0.5; done
+    for _ in $(seq 240); do
+        [[ $(curl -fs "$SERVER/metrics" | awk '$1 == "podo_ws_sessions" { print $2 }') == "$HEAP_SOCKETS" ]] && break
+        sleep 0.5
+    done
     sleep 4
     kill -KILL "$server"
     wait "$load" 2>/dev/null || true
