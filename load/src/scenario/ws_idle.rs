@@ -91,8 +91,7 @@ pub fn run(args: WsIdleArgs) -> Result<Option<Report>, String> {
             })
             .await;
         worker.phases.arrive(1).await;
-        let stats = *stats.borrow();
-        stats
+        *stats.borrow()
     })?;
     let target = common.target()?;
     let quiet = common.json;
