@@ -1,7 +1,7 @@
 //! podo-load: the load generator and benchmark of the podo server.
 //!
 //! `seed` writes families straight into the database and mints their tokens; the scenarios
-//! (`board`, `sse-idle`, `chat`, `storm`, `push`, `signup`, `crash`) drive a running server over loopback
+//! (`board`, `sse-idle`, `ws-idle`, `chat`, `storm`, `push`, `signup`, `crash`) drive a running server over loopback
 //! through the public API (REST, SSE, WebSocket), measure latencies with HDR histograms and check, from the clients'
 //! side, that nothing acknowledged was lost, duplicated or reordered. Every run is bounded: it
 //! stops after `--duration` and a hard deadline ends the process whatever happens.
@@ -35,6 +35,9 @@ enum Command {
     /// Open many SSE streams, hold them idle (server RSS per stream, queries/s), then change boards
     /// at a target rate and measure change → delivery on the last stream of the family.
     SseIdle(scenario::sse_idle::SseIdleArgs),
+    /// Open many idle chat WebSockets (with `--mixed` also one SSE stream per member), hold them,
+    /// and report the server's RSS per connection.
+    WsIdle(scenario::ws_idle::WsIdleArgs),
     /// Chat messages at a target rate over WebSocket: send → ack, send → partner delivery, order.
     Chat(scenario::chat::ChatArgs),
     /// Sign-ups and then logins through the API at a fixed concurrency (each an argon2id hash):
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => seed::run(args),
         Command::Board(args) => scenario::board::run(args),
         Command::SseIdle(args) => scenario::sse_idle::run(args),
+        Command::WsIdle(args) => scenario::ws_idle::run(args),
         Command::Chat(args) => scenario::chat::run_chat(args),
         Command::Storm(args) => scenario::chat::run_storm(args),
         Command::Push(args) => scenario::push::run(args),

@@ -7,6 +7,7 @@ pub mod crash;
 pub mod push;
 pub mod signup;
 pub mod sse_idle;
+pub mod ws_idle;
 
 use std::future::Future;
 use std::path::PathBuf;
