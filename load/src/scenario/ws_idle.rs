@@ -99,7 +99,7 @@ pub fn run(args: WsIdleArgs) -> Result<Option<Report>, String> {
     // Phase 0: the workers are up, nothing is open yet.
     run.gather(0, Duration::from_secs(60))?;
     std::thread::sleep(SETTLE);
-    let rss_before = probe::sample(common.server_pid);
+    let rss_before = probe::sample(common.server_pid());
     let opening = Instant::now();
     run.phases.release(0);
 
@@ -114,10 +114,10 @@ pub fn run(args: WsIdleArgs) -> Result<Option<Report>, String> {
         );
     }
     std::thread::sleep(SETTLE);
-    let rss_open = probe::sample(common.server_pid);
+    let rss_open = probe::sample(common.server_pid());
     let server = Metrics::scrape(target.addr)?;
     std::thread::sleep(Duration::from_secs(args.hold));
-    let rss_held = probe::sample(common.server_pid);
+    let rss_held = probe::sample(common.server_pid());
     let alive = run.counters.open.load(Relaxed);
     let closed_early = run.counters.errors.load(Relaxed);
     run.phases.stop();
