@@ -6,6 +6,7 @@ pub mod auth;
 pub mod board;
 pub mod chat;
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod fanout;

@@ -14,6 +14,7 @@ use super::planner::{self, Facts, Next, Plan};
 use super::store::{self, Loaded};
 use super::view::{Board, BoardRow, Snapshot};
 use crate::cluster::{ClusterEvent, Remote, Subscription};
+use crate::coalesce::Coalesce;
 use crate::fanout::{Event, Fanout};
 use crate::model;
 use crate::push::Notification;
@@ -55,9 +56,8 @@ pub struct FamilyBoard {
     subscription: Option<Subscription>,
     /// The newest version another node said it committed.
     heard: i64,
-    /// A reload after another node's change is running; `catch_up_again`: run one more after it.
-    catching_up: bool,
-    catch_up_again: bool,
+    /// Reloads after other nodes' changes, one at a time.
+    catching_up: Coalesce,
 }
 
 /// A failed command; `uncertain` when its commit's outcome is unknown.
@@ -91,8 +91,7 @@ impl FamilyBoard {
             reload_scheduled: false,
             subscription: None,
             heard: 0,
-            catching_up: false,
-            catch_up_again: false,
+            catching_up: Coalesce::default(),
         }
     }
 
@@ -123,24 +122,22 @@ impl FamilyBoard {
     /// load runs gets one more load after it. Applied only if it moves the state forward, so the
     /// sessions see versions in order.
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        if self.catching_up {
-            self.catch_up_again = true;
+        if !self.catching_up.start() {
             return;
         }
-        self.catching_up = true;
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
         ctx.spawn(
             async move { store::load(&db, family_id).await }
                 .into_actor(self)
                 .map(move |loaded, act, ctx| {
-                    act.catching_up = false;
+                    let again = act.catching_up.finish();
                     match loaded {
                         Ok(loaded) => {
                             if act.advance(loaded) {
                                 act.broadcast();
                             }
                             let behind = act.state.as_ref().is_some_and(|s| s.version < act.heard);
-                            if std::mem::take(&mut act.catch_up_again) || behind {
+                            if again || behind {
                                 act.catch_up(ctx);
                             }
                         }

@@ -22,6 +22,7 @@ use super::frames::{ChatMessage, ServerFrame};
 use super::messages::{CloseRoom, CloseSession, Deliver, Hello, Join, Leave, Post, SetVisible};
 use super::store::{self, CLIENT_ID_WINDOW, Page, RoomStart};
 use crate::cluster::{ClusterEvent, Remote, Subscription};
+use crate::coalesce::Coalesce;
 use crate::error::ErrorCode;
 use crate::fanout::{Event, Fanout};
 use crate::model;
@@ -116,14 +117,14 @@ pub struct ChatRoom {
     /// Committed messages past a gap, held back until the gap is filled (cluster mode).
     ahead: BTreeMap<i64, ByteString>,
     gap_check: bool,
-    catching_up: bool,
-    catch_up_again: bool,
+    /// Catch-up reads, one at a time.
+    catching_up: Coalesce,
     /// Cluster mode: this family's events from the other nodes.
     subscription: Option<Subscription>,
     /// Members in the room on other nodes (cluster mode), as last asked.
     others: BTreeSet<i64>,
-    asking_others: bool,
-    ask_others_again: bool,
+    /// Questions to the cluster about the other nodes, one at a time.
+    asking_others: Coalesce,
     /// Members this room told the cluster are in it here.
     joined: BTreeSet<i64>,
 }
@@ -151,12 +152,10 @@ impl ChatRoom {
             delivered: None,
             ahead: BTreeMap::new(),
             gap_check: false,
-            catching_up: false,
-            catch_up_again: false,
+            catching_up: Coalesce::default(),
             subscription: None,
             others: BTreeSet::new(),
-            asking_others: false,
-            ask_others_again: false,
+            asking_others: Coalesce::default(),
             joined: BTreeSet::new(),
         }
     }
@@ -252,17 +251,15 @@ impl ChatRoom {
         let Some(after) = self.delivered else {
             return;
         };
-        if self.catching_up {
-            self.catch_up_again = true;
+        if !self.catching_up.start() {
             return;
         }
-        self.catching_up = true;
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
         ctx.spawn(
             async move { store::page(&db, family_id, Page::After(after), CATCH_UP_PAGE).await }
                 .into_actor(self)
                 .map(move |page, act, ctx| {
-                    act.catching_up = false;
+                    let again = act.catching_up.finish();
                     match page {
                         Ok(messages) => {
                             let full = messages.len() as u64 == CATCH_UP_PAGE;
@@ -277,7 +274,7 @@ impl ChatRoom {
                                 let frame = ServerFrame::Message(message).encode();
                                 act.hold(message.seq, frame, ctx);
                             }
-                            if full || std::mem::take(&mut act.catch_up_again) {
+                            if full || again {
                                 act.catch_up(ctx);
                             }
                         }
@@ -296,17 +293,15 @@ impl ChatRoom {
         let Some(cluster) = self.deps.cluster.clone() else {
             return;
         };
-        if self.asking_others {
-            self.ask_others_again = true;
+        if !self.asking_others.start() {
             return;
         }
-        self.asking_others = true;
         let family_id = self.family_id;
         ctx.spawn(
             async move { cluster.others_present(family_id).await }
                 .into_actor(self)
                 .map(move |others, act, ctx| {
-                    act.asking_others = false;
+                    let again = act.asking_others.finish();
                     match others {
                         Ok(others) => {
                             let before = act.presence_view();
@@ -316,7 +311,7 @@ impl ChatRoom {
                         // The last answer stands; the next notice or resync asks again.
                         Err(err) => log::debug!("family {family_id}: cluster presence: {err}"),
                     }
-                    if std::mem::take(&mut act.ask_others_again) {
+                    if again {
                         act.ask_others(ctx);
                     }
                 }),
