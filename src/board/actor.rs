@@ -29,6 +29,10 @@ const RECENT_KEYS: usize = 256;
 const MAILBOX: usize = 1024;
 /// How often a family whose last commit had an unknown outcome tries to reload its state.
 const SUSPECT_RELOAD_EVERY: Duration = Duration::from_millis(500);
+/// How often one command is judged against a freshly reloaded board after losing a version
+/// race to another node (cluster mode) before it answers 409 `conflict`: enough that parallel
+/// grants on a few nodes meet `board_full`, not `conflict`, once the board is full.
+const CONFLICT_ATTEMPTS: u32 = 5;
 
 /// What every FamilyBoard needs from the application.
 pub type BoardDeps = crate::registry::FamilyDeps<FamilyBoard>;
@@ -442,9 +446,10 @@ impl Handler<Command> for FamilyBoard {
                 Some(loaded) => loaded,
                 None => store::load(&deps.db, family_id).await?,
             };
-            // One retry after a version conflict: another process changed the board, so reload
-            // and judge the command again against what it did.
-            for attempt in 0..2 {
+            // After a version conflict another node changed the board: reload and judge the
+            // command again against what it did. Each conflict means another change committed,
+            // so the family moves on; the bound only caps one request's work.
+            for attempt in 1..=CONFLICT_ATTEMPTS {
                 let facts = facts(&deps.db, family_id, &loaded, &command).await?;
                 let (change, next, notify) =
                     match planner::plan(family_id, &loaded, &command, facts, model::now())? {
@@ -471,7 +476,7 @@ impl Handler<Command> for FamilyBoard {
                         };
                         return Ok(Outcome::Changed(loaded, notify));
                     }
-                    Ok(Err(PersistError::Conflict)) if attempt == 0 => {
+                    Ok(Err(PersistError::Conflict)) if attempt < CONFLICT_ATTEMPTS => {
                         log::warn!("family {family_id}: board version conflict, reloading");
                         loaded = store::load(&deps.db, family_id).await?;
                     }
