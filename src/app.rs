@@ -167,6 +167,7 @@ impl Application {
         };
         let push = Push::new(
             PushDispatcher::new(db.clone(), vapid.clone(), push_settings, metrics.clone()).start(),
+            cluster.clone(),
         );
         let board_actors = crate::registry::Actors::default();
         let board_deps = BoardDeps {

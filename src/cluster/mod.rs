@@ -16,6 +16,10 @@
 //! - **Presence** ([`Cluster::join`], [`Cluster::leave`], [`Cluster::present`]): a heartbeat key per
 //!   node instance with a TTL and a set of `user@instance` entries per family; an entry counts only
 //!   while its instance's heartbeat lives (`presence.rs`).
+//! - **Push targets** ([`Cluster::push_targets_changed`]): a node that stored, took over or
+//!   removed a web subscription or a device says so on the node-wide channel
+//!   [`PUSH_TARGETS_CHANNEL`]; the others forget the targets they keep in memory (and do so
+//!   too after a lost pub/sub connection, when such a notice may have been missed).
 //! - **Seqs** (`store/seqs.rs`): chat seqs per family, gapless and unique across nodes, reserved in the
 //!   database inside the transaction that inserts the messages.
 use std::collections::{HashMap, HashSet};
@@ -88,6 +92,25 @@ pub enum ClusterEvent {
     /// sweep also sends `false` for the members of a dead node. A notice, not the truth: the
     /// member may still be present on another node, so receivers ask [`Cluster::present`].
     Presence { user_id: i64, present: bool },
+}
+
+/// The node-wide channel of [`NodeEvent`]s (every node subscribes it, whatever families it hosts).
+pub const PUSH_TARGETS_CHANNEL: &str = "podo:push-targets";
+
+/// What a node tells every other node, whatever families they host. Small JSON on
+/// [`PUSH_TARGETS_CHANNEL`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// Some user's push targets changed in the database (a web subscription or a device was
+    /// stored, taken over from another user, or removed): what a node keeps in memory is stale.
+    PushTargets,
+}
+
+/// An event waiting for the publisher task, with where it goes.
+enum Outgoing {
+    Family(i64, ClusterEvent),
+    Node(NodeEvent),
 }
 
 /// What a subscriber is sent.
@@ -187,16 +210,16 @@ pub(crate) fn family_of_channel(channel: &str) -> Option<i64> {
 
 /// The wire form of a published event: its origin instance and the event.
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, E> {
     node: &'a str,
-    event: &'a ClusterEvent,
+    event: &'a E,
 }
 
 #[derive(Deserialize)]
-struct Received<'a> {
+struct Received<'a, E> {
     #[serde(borrow)]
     node: std::borrow::Cow<'a, str>,
-    event: ClusterEvent,
+    event: E,
 }
 
 /// One family's subscribers on this node.
@@ -221,6 +244,8 @@ struct LocalPresence {
     dirty: HashSet<(i64, i64)>,
 }
 
+type PushTargetsHook = Arc<dyn Fn() + Send + Sync>;
+
 /// What the tasks and the handles share.
 struct Shared {
     /// The configured node id.
@@ -234,7 +259,10 @@ struct Shared {
     conn: redis::aio::ConnectionManager,
     /// The runtime the tasks run on; `present` runs its queries there.
     home: tokio::runtime::Handle,
-    publish_tx: mpsc::Sender<(i64, ClusterEvent)>,
+    publish_tx: mpsc::Sender<Outgoing>,
+    /// Called when another node changed push targets, and after a lost pub/sub connection
+    /// ([`Cluster::on_push_targets_changed`]).
+    on_push_targets: Mutex<Option<PushTargetsHook>>,
     subscribers: Mutex<Subscribers>,
     /// Wakes the pub/sub task: a family's subscription count went from or to 0.
     subscriptions_changed: Notify,
@@ -273,11 +301,27 @@ impl Shared {
 
     /// See [`Cluster::publish`].
     fn publish(&self, family_id: i64, event: ClusterEvent) {
+        self.enqueue(Outgoing::Family(family_id, event));
+    }
+
+    fn enqueue(&self, outgoing: Outgoing) {
         if !self.up.load(Relaxed)
             || self.halted.load(Relaxed)
-            || self.publish_tx.try_send((family_id, event)).is_err()
+            || self.publish_tx.try_send(outgoing).is_err()
         {
             self.metrics.cluster.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Runs the hook of [`Cluster::on_push_targets_changed`], if one is set.
+    fn push_targets_changed(&self) {
+        let hook = self
+            .on_push_targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
         }
     }
 
@@ -298,25 +342,35 @@ impl Shared {
 
     /// Handles a message from the pub/sub connection.
     fn received(&self, channel: &str, payload: &[u8]) {
-        let Some(family_id) = family_of_channel(channel) else {
-            return;
-        };
         if payload.len() > MAX_EVENT_BYTES {
             log::debug!("cluster: ignored a {} byte event", payload.len());
             return;
         }
-        let received: Received = match serde_json::from_slice(payload) {
+        if channel == PUSH_TARGETS_CHANNEL {
+            if let Some(NodeEvent::PushTargets) = self.parse(payload) {
+                self.push_targets_changed();
+            }
+        } else if let Some(family_id) = family_of_channel(channel)
+            && let Some(event) = self.parse(payload)
+        {
+            self.deliver(family_id, Remote::Event(event));
+        }
+    }
+
+    /// The event of another node's envelope (`None` for this node's own, or what is not ours).
+    fn parse<E: serde::de::DeserializeOwned>(&self, payload: &[u8]) -> Option<E> {
+        let received: Received<E> = match serde_json::from_slice(payload) {
             Ok(received) => received,
             Err(err) => {
                 log::debug!("cluster: ignored an event that is not ours: {err}");
-                return;
+                return None;
             }
         };
         if received.node == self.instance {
-            return;
+            return None;
         }
         self.metrics.cluster.received.fetch_add(1, Relaxed);
-        self.deliver(family_id, Remote::Event(received.event));
+        Some(received.event)
     }
 }
 
@@ -439,6 +493,7 @@ impl Cluster {
             conn,
             home: tokio::runtime::Handle::current(),
             publish_tx,
+            on_push_targets: Mutex::default(),
             subscribers: Mutex::default(),
             subscriptions_changed: Notify::new(),
             presence: Mutex::default(),
@@ -499,6 +554,26 @@ impl Cluster {
     /// catch up from the database.
     pub fn publish(&self, family_id: i64, event: ClusterEvent) {
         self.shared().publish(family_id, event);
+    }
+
+    /// Tells the other nodes that push targets changed in the database (after storing, taking
+    /// over or removing a web subscription or a device), so that none keeps using what it read
+    /// before. Never waits; a notice lost to an outage is made up for by the hook running on
+    /// every node when its pub/sub connection is back.
+    pub fn push_targets_changed(&self) {
+        self.shared()
+            .enqueue(Outgoing::Node(NodeEvent::PushTargets));
+    }
+
+    /// Sets what runs when another node changed push targets, and after this node's pub/sub
+    /// connection was lost and made again (a notice may have been missed meanwhile). Replaces
+    /// the hook set before.
+    pub fn on_push_targets_changed(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .shared()
+            .on_push_targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
     /// Subscribes `sink` to the family's events from other nodes (and [`Remote::Resync`]). The
@@ -656,7 +731,7 @@ impl Bus for Cluster {
 /// [`PUBLISH_BATCH`].
 async fn publisher(
     shared: Arc<Shared>,
-    mut queue: mpsc::Receiver<(i64, ClusterEvent)>,
+    mut queue: mpsc::Receiver<Outgoing>,
     mut stopped: watch::Receiver<()>,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
@@ -666,17 +741,21 @@ async fn publisher(
             _ = stopped.changed() => return,
         }
         let mut pipe = redis::pipe();
-        for (family_id, event) in batch.drain(..) {
-            let envelope = Envelope {
-                node: &shared.instance,
-                event: &event,
+        for outgoing in batch.drain(..) {
+            let node = &shared.instance;
+            let (channel, payload) = match &outgoing {
+                Outgoing::Family(family_id, event) => (
+                    channel(*family_id),
+                    serde_json::to_vec(&Envelope { node, event }),
+                ),
+                Outgoing::Node(event) => (
+                    PUSH_TARGETS_CHANNEL.to_owned(),
+                    serde_json::to_vec(&Envelope { node, event }),
+                ),
             };
-            match serde_json::to_vec(&envelope) {
+            match payload {
                 Ok(payload) => {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel(family_id))
-                        .arg(payload)
-                        .ignore();
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
                 }
                 Err(err) => log::error!("cluster: an event did not serialize: {err}"),
             }
@@ -713,7 +792,7 @@ mod tests {
             text,
             r#"{"node":"a~1","event":{"type":"board","version":7}}"#
         );
-        let back: Received = serde_json::from_str(&text).unwrap();
+        let back: Received<ClusterEvent> = serde_json::from_str(&text).unwrap();
         assert_eq!(back.node, "a~1");
         assert_eq!(back.event, event);
         let chat = ClusterEvent::Chat {
@@ -732,6 +811,18 @@ mod tests {
             serde_json::to_string(&presence).unwrap(),
             r#"{"type":"presence","user_id":9,"present":false}"#
         );
+    }
+
+    #[test]
+    fn node_events_are_small_tagged_json() {
+        let text = serde_json::to_string(&Envelope {
+            node: "a~1",
+            event: &NodeEvent::PushTargets,
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"node":"a~1","event":{"type":"push_targets"}}"#);
+        let back: Received<NodeEvent> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.event, NodeEvent::PushTargets);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The node's one pub/sub connection: subscribes the channels of the families that have
 //! subscribers, hands received events to them, and after a lost connection connects again with
-//! a capped backoff, subscribes everything again and tells every subscriber to resync.
+//! a capped backoff, subscribes everything again and tells every subscriber to resync. The
+//! node-wide [`PUSH_TARGETS_CHANNEL`] is subscribed on every connection.
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,8 +11,8 @@ use redis::aio::PubSubSink;
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    COMMAND_TIMEOUT, CONNECT_TIMEOUT, ClusterError, PUBSUB_PING_INTERVAL, RECONNECT_MAX,
-    RECONNECT_MIN, Remote, SUBSCRIBE_CHUNK, Shared, channel,
+    COMMAND_TIMEOUT, CONNECT_TIMEOUT, ClusterError, PUBSUB_PING_INTERVAL, PUSH_TARGETS_CHANNEL,
+    RECONNECT_MAX, RECONNECT_MIN, Remote, SUBSCRIBE_CHUNK, Shared, channel,
 };
 
 pub(super) async fn run(
@@ -52,7 +53,23 @@ pub(super) async fn run(
                 let mut ping = tokio::time::interval(PUBSUB_PING_INTERVAL);
                 ping.tick().await;
                 let mut changed = true;
+                let mut node_wide = false;
                 let lost: ClusterError = loop {
+                    if !node_wide {
+                        match tokio::time::timeout(
+                            COMMAND_TIMEOUT,
+                            sink.subscribe(PUSH_TARGETS_CHANNEL),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => node_wide = true,
+                            Ok(Err(err)) => break err.into(),
+                            Err(_) => break ClusterError::Timeout(COMMAND_TIMEOUT),
+                        }
+                        // Notices sent while this node was not listening are missed: forget
+                        // what was read before.
+                        shared.push_targets_changed();
+                    }
                     if changed {
                         changed = false;
                         if let Err(err) = sync(&shared, &mut sink, &mut subscribed).await {

@@ -17,7 +17,9 @@
 //!
 //! Targets are kept in memory per user (most users have none, and a grant or a chat message to
 //! an absent member should not cost a query). Any change through this server forgets them all
-//! at once; a change made by another server process is seen within [`TARGETS_TTL`].
+//! at once, and so does one on another node in cluster mode (announced over Redis, see
+//! `Push::targets_changed`); a change made by another server process that is not in the cluster
+//! (or whose notice was lost) is seen within [`TARGETS_TTL`].
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};

@@ -13,6 +13,8 @@ pub mod web;
 use actix::Addr;
 use serde::Serialize;
 
+use crate::cluster::Cluster;
+
 pub use dispatcher::{Notify, PushDispatcher, PushSettings, TargetsChanged};
 pub use keys::VapidKeys;
 
@@ -157,11 +159,21 @@ const GRANTED_TITLE: &str = "포도알이 발급되었어요! 지금 확인해�
 #[derive(Clone)]
 pub struct Push {
     dispatcher: Addr<PushDispatcher>,
+    /// In cluster mode, where a change of targets is announced to the other nodes.
+    cluster: Option<Cluster>,
 }
 
 impl Push {
-    pub fn new(dispatcher: Addr<PushDispatcher>) -> Self {
-        Push { dispatcher }
+    /// In cluster mode the dispatcher also forgets its targets when another node changed some.
+    pub fn new(dispatcher: Addr<PushDispatcher>, cluster: Option<Cluster>) -> Self {
+        if let Some(cluster) = &cluster {
+            let forget = dispatcher.clone();
+            cluster.on_push_targets_changed(move || forget.do_send(TargetsChanged));
+        }
+        Push {
+            dispatcher,
+            cluster,
+        }
     }
 
     pub fn notify(&self, user_id: i64, notification: Notification) {
@@ -171,9 +183,13 @@ impl Push {
         });
     }
 
-    /// Call after storing, taking over or removing a web subscription or a device.
+    /// Call after storing, taking over or removing a web subscription or a device: this node
+    /// and (in cluster mode) every other one read the targets again.
     pub fn targets_changed(&self) {
         self.dispatcher.do_send(TargetsChanged);
+        if let Some(cluster) = &self.cluster {
+            cluster.push_targets_changed();
+        }
     }
 }
 
