@@ -1,21 +1,24 @@
 //! Two nodes, one family: node A and node B are two servers on one PostgreSQL database and one
 //! Redis (cluster mode), the parent connected to A and the child to B. They must behave like one
 //! server: the board live both ways, chat in one gapless order with resume and resends on either
-//! node, presence both ways, push only to a member in the room on neither node, and a Redis that
-//! restarts mid-chat loses nothing a client was acknowledged.
+//! node, presence both ways, push only to a member in the room on neither node (and never to a
+//! subscription removed on the other node), a node killed with SIGKILL whose members leave the
+//! room within 30 s, and a Redis that restarts mid-chat loses nothing a client was acknowledged.
 //!
 //! Needs PostgreSQL (`PODO_TEST_PG`, as `.ci/run` sets): cluster mode refuses SQLite, so on the
 //! SQLite run these tests note that they were skipped. Each test starts a `redis-server` of its
 //! own (tests/support/redis.rs): Redis pub/sub channels are global, not per database index, so two
 //! tests on one Redis would hear each other's families.
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, WsClient, error_code, spawn_app_with};
+use crate::helpers::{JWT_SECRET, TestApp, WsClient, error_code, spawn_app_with, ws_at};
 use crate::push_service::{PushService, SUBJECT, Subscriber};
 use crate::redis_server::RedisServer;
 
@@ -56,11 +59,78 @@ async fn two_nodes(push: Option<&PushService>) -> Option<TwoNodes> {
     Some(TwoNodes { a, b, redis })
 }
 
+/// A node as an operator runs it: the `podo` binary in cluster mode, so that it can be killed
+/// with SIGKILL (killed on drop too).
+struct NodeProcess {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// `podo serve` on an ephemeral port, on `database_url` and `redis_url`, with the tests'
+    /// JWT secret (tokens minted by the other nodes work); waits for its "listening" line.
+    fn start(database_url: &str, redis_url: &str, node_id: &str) -> NodeProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podo"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "info")
+            .env("DATABASE_URL", database_url)
+            .env("PODO_REDIS_URL", redis_url)
+            .env("PODO_NODE_ID", node_id)
+            .env("PODO_JWT_SECRET", JWT_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podo starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("podo listening on http://").nth(1) {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("podo logs its address");
+        NodeProcess {
+            child,
+            base: format!("http://{address}"),
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no goodbye, its presence entries stay in Redis until its heartbeat expires.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Frames until one of `kind` satisfies `want`, within [`WAIT`].
 async fn expect_where(ws: &mut WsClient, kind: &str, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
+    expect_within(ws, kind, WAIT, want).await
+}
+
+/// Frames until one of `kind` satisfies `want`, within `wait`.
+async fn expect_within(
+    ws: &mut WsClient,
+    kind: &str,
+    wait: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + wait;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         match ws.next_frame(left).await {
             Ok(Some(frame)) if frame["type"] == kind && want(&frame) => return frame,
             Ok(Some(_)) => continue,
@@ -283,6 +353,109 @@ async fn presence_spans_nodes_and_push_goes_only_to_the_absent() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(service.received("child-phone").len(), 1, "one push only");
+}
+
+/// Push targets are read from memory per user; a subscription removed (or added) through node B
+/// must not be missed by node A, which pushes the parent's messages: A never pushes to the
+/// endpoint removed on B, and pushes to the one added there.
+#[actix_web::test]
+async fn push_targets_changed_on_one_node_are_used_by_the_other() {
+    let service = PushService::start().await;
+    let Some(nodes) = two_nodes(Some(&service)).await else {
+        return;
+    };
+    let (a, b) = (&nodes.a, &nodes.b);
+    let fam = a.family("cl_targets").await;
+    let (_, key) = a.request("GET", "/api/push/public-key", None, None).await;
+    service.require_vapid_key(key["public_key"].as_str().expect("key"));
+    let phone = Subscriber::new(&service.base, "old-phone");
+    let (status, body) = b
+        .post("/api/push/subscriptions", &fam.child.token, phone.json())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The child is not in the room: A pushes the parent's message, reading the child's targets.
+    let (mut parent, _) = a.ws(&fam.parent.token).await;
+    parent.send_message("m1", "첫 번째").await;
+    parent.expect("ack", WAIT).await;
+    assert_eq!(service.wait_for("old-phone", 1, WAIT).await.len(), 1);
+
+    // On B the child swaps the old phone for a new one.
+    let heard = a.metric("podo_cluster_received_total").await;
+    let (status, body) = b
+        .request(
+            "DELETE",
+            "/api/push/subscriptions",
+            Some(&fam.child.token),
+            Some(json!({"endpoint": phone.endpoint})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let new_phone = Subscriber::new(&service.base, "new-phone");
+    let (status, body) = b
+        .post(
+            "/api/push/subscriptions",
+            &fam.child.token,
+            new_phone.json(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A has heard both notices (nothing else crosses from B: the child is in no room there).
+    let deadline = Instant::now() + WAIT;
+    while a.metric("podo_cluster_received_total").await < heard + 2.0 {
+        assert!(Instant::now() < deadline, "A never heard of the change");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    parent.send_message("m2", "두 번째").await;
+    parent.expect("ack", WAIT).await;
+    let got = service.wait_for("new-phone", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "A pushes to the phone added on B");
+    let body = new_phone.open(
+        &got[0],
+        key["public_key"].as_str().expect("key"),
+        &service.base,
+    );
+    assert_eq!(body["body"], "두 번째");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        service.received("old-phone").len(),
+        1,
+        "nothing for the removed phone"
+    );
+}
+
+/// A node killed with SIGKILL says no goodbye: its members' presence entries stay in Redis until
+/// its heartbeat expires. The parent is on the killed node, the child on B: within 30 s the child
+/// sees the parent leave, and a new session's hello no longer names the parent.
+#[actix_web::test]
+async fn a_node_killed_with_sigkill_loses_its_members_within_30_seconds() {
+    let Some(nodes) = two_nodes(None).await else {
+        return;
+    };
+    let b = &nodes.b;
+    let mut doomed = NodeProcess::start(&b.config.database_url(), &nodes.redis.url(0), "doomed");
+    let fam = b.family("cl_killed").await;
+    let (_parent, hello) = ws_at(&b.client, &doomed.base, &fam.parent.token).await;
+    assert_eq!(present(&hello), BTreeSet::from([fam.parent.id]));
+    let (mut child, hello) = b.ws(&fam.child.token).await;
+    assert_eq!(
+        present(&hello),
+        BTreeSet::from([fam.parent.id, fam.child.id]),
+        "B's hello names the parent on the other node"
+    );
+
+    doomed.kill();
+    let killed_at = Instant::now();
+    expect_within(&mut child, "presence", Duration::from_secs(40), |f| {
+        f["user_id"] == fam.parent.id && f["present"] == false
+    })
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!("the killed node's member left after {took:?}");
+    assert!(took <= Duration::from_secs(30), "took {took:?}");
+    let (_again, hello) = b.ws(&fam.child.token).await;
+    assert_eq!(present(&hello), BTreeSet::from([fam.child.id]));
 }
 
 /// Redis is killed mid-chat and comes back empty: each node keeps serving its own sessions, and

@@ -499,20 +499,24 @@ impl WsClient {
 impl TestApp {
     /// Opens the chat WebSocket with the token in the query (as a browser does) and reads hello.
     pub async fn ws(&self, token: &str) -> (WsClient, Value) {
-        let url = self.url(&format!("/api/chat/ws?access_token={token}"));
-        let (res, conn) = self
-            .client
-            .ws(url)
-            .max_frame_size(1 << 20)
-            .connect()
-            .await
-            .expect("ws connect");
-        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
-        let mut client = WsClient {
-            conn,
-            answer_pings: true,
-        };
-        let hello = client.expect("hello", Duration::from_secs(5)).await;
-        (client, hello)
+        ws_at(&self.client, &self.base, token).await
     }
+}
+
+/// [`TestApp::ws`] against any server's `base` URL (a node started as a process, say).
+pub async fn ws_at(client: &awc::Client, base: &str, token: &str) -> (WsClient, Value) {
+    let url = format!("{base}/api/chat/ws?access_token={token}");
+    let (res, conn) = client
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .expect("ws connect");
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut client = WsClient {
+        conn,
+        answer_pings: true,
+    };
+    let hello = client.expect("hello", Duration::from_secs(5)).await;
+    (client, hello)
 }
