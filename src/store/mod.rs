@@ -24,9 +24,55 @@ pub use sql::BatchSql;
 
 use entities::setting;
 
+/// Runs a database read as a task of its own; the caller awaits its result.
+///
+/// For the reads an actor runs beside its message handling (`ctx.spawn`): actix does not poll
+/// an actor's spawned futures while it waits on another one (`ctx.wait`, `AtomicResponse`), so a
+/// query inside one keeps its pooled connection checked out meanwhile. Enough such actors empty
+/// the pool while the futures they wait on need a connection: a deadlock until the pool's
+/// timeout (seen with two cluster nodes under load). A task of its own runs to the end and gives
+/// the connection back; a task that panicked answers [`StoreError::Database`].
+pub async fn detached<T: 'static>(
+    read: impl std::future::Future<Output = Result<T, StoreError>> + 'static,
+) -> Result<T, StoreError> {
+    actix::spawn(read)
+        .await
+        .unwrap_or_else(|err| Err(StoreError::Database(format!("a read task ended: {err}"))))
+}
+
+/// PostgreSQL connections for writes (the Persister's group commits, the API's direct writes).
+pub const PG_WRITE_CONNECTIONS: u32 = 4;
+/// PostgreSQL connections for reads.
+pub const PG_READ_CONNECTIONS: u32 = 16;
+
+/// A PostgreSQL pool of at most `max` connections with the timeouts of [`DB_TIMEOUT`].
+fn pg_options(url: &str, max: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max)
+        .min_connections(1)
+        // A pool that cannot hand out a connection (database down, network black-holed)
+        // answers 503 after DB_TIMEOUT instead of holding the request.
+        .acquire_timeout(DB_TIMEOUT)
+        .connect_timeout(DB_TIMEOUT)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(|opts| {
+            // The server side of the same bound: a statement that runs longer, or a transaction
+            // whose client went silent, is ended by PostgreSQL itself and releases its locks,
+            // even when podo's side of the connection is gone.
+            let ms = DB_TIMEOUT.as_millis().to_string();
+            opts.options([
+                ("statement_timeout", ms.as_str()),
+                ("idle_in_transaction_session_timeout", ms.as_str()),
+            ])
+        });
+    options
+}
+
 /// The database: a writer and readers. On SQLite the writer is one connection (SQLite has one
 /// writer anyway, and a single in-process writer never meets `SQLITE_BUSY` on lock upgrade) and
-/// readers run beside it under WAL; on PostgreSQL both are the same pool. SQLite also gets a
+/// readers run beside it under WAL; on PostgreSQL they are two pools
+/// ([`PG_WRITE_CONNECTIONS`], [`PG_READ_CONNECTIONS`]). SQLite also gets a
 /// connection of its own for WAL checkpoints, which the writer leaves to it (see `checkpoint`).
 #[derive(Clone)]
 pub struct Db {
@@ -66,29 +112,13 @@ impl Db {
                 health: WriteHealth::new(),
             })
         } else {
-            let mut options = ConnectOptions::new(url.to_owned());
-            options
-                .max_connections(16)
-                .min_connections(1)
-                // A pool that cannot hand out a connection (database down, network black-holed)
-                // answers 503 after DB_TIMEOUT instead of holding the request.
-                .acquire_timeout(DB_TIMEOUT)
-                .connect_timeout(DB_TIMEOUT)
-                .sqlx_logging(false)
-                .map_sqlx_postgres_opts(|opts| {
-                    // The server side of the same bound: a statement that runs longer, or a
-                    // transaction whose client went silent, is ended by PostgreSQL itself and
-                    // releases its locks, even when podo's side of the connection is gone.
-                    let ms = DB_TIMEOUT.as_millis().to_string();
-                    opts.options([
-                        ("statement_timeout", ms.as_str()),
-                        ("idle_in_transaction_session_timeout", ms.as_str()),
-                    ])
-                });
-            let pool = Database::connect(options).await?;
+            // Two pools, so that a burst of reads (a cluster's catch-ups, many requests) never
+            // makes a commit wait for a connection, and the reverse.
+            let write = Database::connect(pg_options(url, PG_WRITE_CONNECTIONS)).await?;
+            let read = Database::connect(pg_options(url, PG_READ_CONNECTIONS)).await?;
             Ok(Db {
-                write: pool.clone(),
-                read: pool,
+                write,
+                read,
                 checkpoint: None,
                 health: WriteHealth::new(),
             })
