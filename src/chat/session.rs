@@ -357,7 +357,7 @@ impl WsSession {
                 }
             }
         };
-        ctx.spawn(history.into_actor(self).map(move |sent, act, ctx| {
+        ctx.spawn(crate::store::detached(history).into_actor(self).map(move |sent, act, ctx| {
             act.resume_running = false;
             match sent {
                 Ok(Resume::SentUpTo(seq)) => act.last_sent_seq = act.last_sent_seq.max(seq),
