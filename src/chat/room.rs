@@ -41,7 +41,9 @@ pub const MAX_ROOM_PENDING: usize = 1024;
 /// heard of yet). Past it they are dropped and read again from the database with the gap.
 pub const MAX_AHEAD: usize = 4096;
 /// How long a gap may wait for the other node's event before the room reads the database: an
-/// event through Redis usually takes a millisecond or two.
+/// event through Redis usually takes a millisecond or two. A gap that this room's own commit,
+/// in flight when the gap showed, may fill waits for that commit instead (its seqs are known only
+/// when it answers; a commit begun later takes seqs above the gap).
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Messages per database read when the room catches up (a gap, a resync).
 const CATCH_UP_PAGE: u64 = 500;
@@ -109,6 +111,8 @@ pub struct ChatRoom {
     /// Sessions to ack per client id that is pending or being committed.
     waiting: HashMap<Key, Vec<u64>>,
     in_flight: bool,
+    /// Groups handed to the Persister so far (which one is in flight).
+    commits: u64,
     closing: bool,
     last_active: Instant,
     /// The highest seq delivered to the sessions (`hello.last_seq`); every seq up to it was
@@ -147,6 +151,7 @@ impl ChatRoom {
             pending: Vec::new(),
             waiting: HashMap::new(),
             in_flight: false,
+            commits: 0,
             closing: false,
             last_active: Instant::now(),
             delivered: None,
@@ -236,9 +241,17 @@ impl ChatRoom {
         self.delivered = Some(delivered);
         if !self.ahead.is_empty() && !self.gap_check {
             self.gap_check = true;
-            ctx.run_later(GAP_WAIT, |act, ctx| {
+            let own = self.in_flight.then_some(self.commits);
+            ctx.run_later(GAP_WAIT, move |act, ctx| {
                 act.gap_check = false;
-                if !act.ahead.is_empty() {
+                if act.ahead.is_empty() {
+                    return;
+                }
+                if act.in_flight && own == Some(act.commits) {
+                    // The gap may be this room's own group: wait for its answer rather than
+                    // read the database (under load that is every family's gap at once).
+                    act.drain_ahead(ctx);
+                } else {
                     act.catch_up(ctx);
                 }
             });
@@ -256,34 +269,44 @@ impl ChatRoom {
         }
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
         ctx.spawn(
-            async move { store::page(&db, family_id, Page::After(after), CATCH_UP_PAGE).await }
-                .into_actor(self)
-                .map(move |page, act, ctx| {
-                    let again = act.catching_up.finish();
-                    match page {
-                        Ok(messages) => {
-                            let full = messages.len() as u64 == CATCH_UP_PAGE;
-                            for message in &messages {
-                                if let Some(state) = act.state.as_mut() {
-                                    state.last_seq = state.last_seq.max(message.seq);
-                                    state.recent.insert(
-                                        (message.sender_id, message.client_id.clone()),
-                                        message.seq,
-                                    );
-                                }
-                                let frame = ServerFrame::Message(message).encode();
-                                act.hold(message.seq, frame, ctx);
+            crate::store::detached(async move {
+                store::page(&db, family_id, Page::After(after), CATCH_UP_PAGE).await
+            })
+            .into_actor(self)
+            .map(move |page, act, ctx| {
+                let again = act.catching_up.finish();
+                match page {
+                    Ok(messages) => {
+                        let full = messages.len() as u64 == CATCH_UP_PAGE;
+                        for message in &messages {
+                            let key = (message.sender_id, message.client_id.clone());
+                            // This room's own message, committed while the read ran: its
+                            // senders get the ack before the message (its commit's answer,
+                            // still on its way, then finds nobody to ack).
+                            let ack = ServerFrame::Ack {
+                                client_id: &message.client_id,
+                                seq: message.seq,
+                            };
+                            for session_id in act.waiting.remove(&key).unwrap_or_default() {
+                                act.answer(session_id, ack.encode());
                             }
-                            if full || again {
-                                act.catch_up(ctx);
+                            if let Some(state) = act.state.as_mut() {
+                                state.last_seq = state.last_seq.max(message.seq);
+                                state.recent.insert(key, message.seq);
                             }
+                            let frame = ServerFrame::Message(message).encode();
+                            act.hold(message.seq, frame, ctx);
                         }
-                        Err(err) => {
-                            log::warn!("family {family_id}: catching up the chat failed: {err}");
-                            ctx.run_later(CATCH_UP_RETRY, |act, ctx| act.catch_up(ctx));
+                        if full || again {
+                            act.catch_up(ctx);
                         }
                     }
-                }),
+                    Err(err) => {
+                        log::warn!("family {family_id}: catching up the chat failed: {err}");
+                        ctx.run_later(CATCH_UP_RETRY, |act, ctx| act.catch_up(ctx));
+                    }
+                }
+            }),
         );
     }
 
@@ -414,6 +437,7 @@ impl ChatRoom {
             })
             .collect();
         self.in_flight = true;
+        self.commits += 1;
         let commit = self.deps.persister.addr().send(CommitMessages {
             family_id: self.family_id,
             rows: rows.clone(),
