@@ -39,7 +39,7 @@ impl Handler<Remote> for Sink {
     type Result = ();
     fn handle(&mut self, remote: Remote, _: &mut Context<Self>) {
         match remote {
-            Remote::Event(ClusterEvent::Board { version }) => {
+            Remote::Event(ClusterEvent::Board { version, .. }) => {
                 let sent = Duration::from_micros(version as u64);
                 let _ = self
                     .tx
@@ -90,7 +90,10 @@ fn main() {
                 tokio::time::sleep(wait).await;
             }
             let now = origin.elapsed().as_micros() as i64;
-            a.publish(1 + (i as i64 % FAMILIES), ClusterEvent::Board { version: now });
+            a.publish(1 + (i as i64 % FAMILIES), ClusterEvent::Board {
+                    version: now,
+                    state: None,
+                });
         }
         let mut latencies = Vec::with_capacity(total as usize);
         while (latencies.len() as u64) < total {
@@ -117,7 +120,10 @@ fn main() {
         let started = Instant::now();
         for i in 0..BURST {
             let now = origin.elapsed().as_micros() as i64;
-            a.publish(1 + (i as i64 % FAMILIES), ClusterEvent::Board { version: now });
+            a.publish(1 + (i as i64 % FAMILIES), ClusterEvent::Board {
+                    version: now,
+                    state: None,
+                });
         }
         let publishing = started.elapsed();
         let mut received = 0u64;

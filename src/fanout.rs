@@ -16,8 +16,10 @@ use bytestring::ByteString;
 /// What a family's actor committed, as the other nodes need to hear of it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The board moved to `version` (the nodes reload it from the database).
-    Board { version: i64 },
+    /// The board moved to `version`; `state` is the family's state at that version (JSON of
+    /// `board::Loaded`), which a node one version behind takes as is, while any other reloads
+    /// from the database.
+    Board { version: i64, state: Option<String> },
     /// A chat message was stored with `seq`; `frame` is its `message` frame, as sent to clients.
     /// The sender and client id let the other nodes ack a resend of it without a database read.
     Message {
@@ -150,14 +152,26 @@ mod tests {
         let bus = Arc::new(Recorder::default());
         let mut fanout = Fanout::new(7, Some(bus.clone() as Arc<dyn Bus>));
         fanout.add(1, sink.clone().recipient());
-        fanout.committed(Event::Board { version: 3 }, Frame(3));
+        fanout.committed(
+            Event::Board {
+                version: 3,
+                state: None,
+            },
+            Frame(3),
+        );
         fanout.local(Frame(4));
         // A message sent after the frames is handled after them.
         sink.send(Frame(0)).await.expect("sink runs");
         assert_eq!(*got.lock().expect("lock"), vec![3, 4, 0]);
         assert_eq!(
             *bus.0.lock().expect("lock"),
-            vec![(7, Event::Board { version: 3 })]
+            vec![(
+                7,
+                Event::Board {
+                    version: 3,
+                    state: None
+                }
+            )]
         );
     }
 }

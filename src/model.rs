@@ -1,6 +1,6 @@
 //! Wire types of the API (API.md), built from database rows.
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::status::WishStatus;
 use crate::store::entities::{user, wish};
@@ -86,7 +86,8 @@ pub struct Family {
 }
 
 // `required = true` on the `Option` fields: they are always present, `null` when unset.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+// Deserialize: a board's state crosses cluster nodes as JSON (`board::BoardState`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Wish {
     pub id: i64,
     pub name: String,

@@ -29,6 +29,14 @@ fn fast() -> ClusterSettings {
     }
 }
 
+/// A board event without the state (the nodes' receivers reload it).
+fn board(version: i64) -> ClusterEvent {
+    ClusterEvent::Board {
+        version,
+        state: None,
+    }
+}
+
 struct Node {
     cluster: Cluster,
     metrics: Arc<Metrics>,
@@ -188,7 +196,7 @@ async fn an_event_reaches_the_other_node_and_not_its_own() {
     on_b.resync().await;
     other_family.resync().await;
 
-    a.cluster.publish(1, ClusterEvent::Board { version: 5 });
+    a.cluster.publish(1, board(5));
     let frame = json!({"type": "message", "seq": 7, "text": "포도 🍇", "sender_id": 3}).to_string();
     let chat = ClusterEvent::Chat {
         seq: 7,
@@ -200,15 +208,15 @@ async fn an_event_reaches_the_other_node_and_not_its_own() {
     // In the order published.
     assert_eq!(
         on_b.next(Duration::from_secs(5)).await,
-        Some(Remote::Event(ClusterEvent::Board { version: 5 }))
+        Some(Remote::Event(board(5)))
     );
     assert_eq!(
         on_b.next(Duration::from_secs(5)).await,
         Some(Remote::Event(chat))
     );
     // B's own events go to A, and neither node hears itself.
-    b.cluster.publish(1, ClusterEvent::Board { version: 6 });
-    on_a.expect(ClusterEvent::Board { version: 6 }).await;
+    b.cluster.publish(1, board(6));
+    on_a.expect(board(6)).await;
     on_a.no_event(Duration::from_millis(300)).await;
     on_b.no_event(Duration::from_millis(300)).await;
     other_family.no_event(Duration::ZERO).await;
@@ -233,14 +241,14 @@ async fn dropping_subscriptions_stops_delivery() {
     let s2 = b.cluster.subscribe(1, second.recipient.clone());
     // Added to a live channel: resync too (it may have missed what came before).
     second.resync().await;
-    a.cluster.publish(1, ClusterEvent::Board { version: 1 });
-    first.expect(ClusterEvent::Board { version: 1 }).await;
-    second.expect(ClusterEvent::Board { version: 1 }).await;
+    a.cluster.publish(1, board(1));
+    first.expect(board(1)).await;
+    second.expect(board(1)).await;
 
     // One of two: the channel stays, the other sink still gets events.
     drop(s1);
-    a.cluster.publish(1, ClusterEvent::Board { version: 2 });
-    second.expect(ClusterEvent::Board { version: 2 }).await;
+    a.cluster.publish(1, board(2));
+    second.expect(board(2)).await;
     first.no_event(Duration::from_millis(200)).await;
 
     // The last: the node leaves the channel.
@@ -260,7 +268,7 @@ async fn dropping_subscriptions_stops_delivery() {
         assert!(Instant::now() < deadline, "B still subscribed to podo:f:1");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    a.cluster.publish(1, ClusterEvent::Board { version: 3 });
+    a.cluster.publish(1, board(3));
     second.no_event(Duration::from_millis(300)).await;
     assert_eq!(b.metrics.cluster.received.load(Relaxed), 2);
     assert!(b.cluster.subscribed_families().is_empty());
@@ -452,7 +460,7 @@ async fn a_redis_restart_resyncs_and_registers_presence_again() {
     // Publishing never waits while Redis is down: each event is dropped and counted.
     let started = Instant::now();
     for version in 0..10_000 {
-        a.cluster.publish(1, ClusterEvent::Board { version });
+        a.cluster.publish(1, board(version));
     }
     let took = started.elapsed();
     assert!(
@@ -476,10 +484,10 @@ async fn a_redis_restart_resyncs_and_registers_presence_again() {
     assert_eq!(b.metrics.cluster.resyncs.load(Relaxed), 1);
     present_becomes(&b.cluster, 1, &[10, 20]).await;
     present_becomes(&a.cluster, 1, &[10, 20]).await;
-    a.cluster.publish(1, ClusterEvent::Board { version: 42 });
-    on_b.expect(ClusterEvent::Board { version: 42 }).await;
-    b.cluster.publish(1, ClusterEvent::Board { version: 43 });
-    on_a.expect(ClusterEvent::Board { version: 43 }).await;
+    a.cluster.publish(1, board(42));
+    on_b.expect(board(42)).await;
+    b.cluster.publish(1, board(43));
+    on_a.expect(board(43)).await;
     assert_eq!(a.metrics.cluster.dropped.load(Relaxed), 10_000);
 }
 
@@ -499,8 +507,8 @@ async fn a_node_starts_while_redis_is_down_and_joins_later() {
     inbox_late.resync().await;
     let other = node(&redis, "other").await;
     present_becomes(&other.cluster, 1, &[5]).await;
-    other.cluster.publish(1, ClusterEvent::Board { version: 1 });
-    inbox_late.expect(ClusterEvent::Board { version: 1 }).await;
+    other.cluster.publish(1, board(1));
+    inbox_late.expect(board(1)).await;
 }
 
 #[actix_web::test]

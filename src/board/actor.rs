@@ -99,10 +99,17 @@ impl FamilyBoard {
         }
     }
 
-    /// Another node committed `version` (`None`: events may have been missed). The database is
-    /// the truth: a state behind it is reloaded (never patched from the event), and the local
-    /// sessions get the state read.
-    fn remote_change(&mut self, version: Option<i64>, ctx: &mut Context<Self>) {
+    /// Another node committed `version` (`None`: events may have been missed), and sent the state
+    /// it committed (`state`). One version past this node's own state, that state is taken as
+    /// is: the version guard makes the state at a version one and the same on every node. Any
+    /// other distance (a gap, a missed event) is never guessed across: the database is read, and
+    /// the local sessions get the state read.
+    fn remote_change(
+        &mut self,
+        version: Option<i64>,
+        state: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(version) = version {
             self.heard = self.heard.max(version);
         }
@@ -110,6 +117,22 @@ impl FamilyBoard {
             // Nothing loaded: the next command or subscribe reads the database.
             return;
         };
+        if let (Some(version), Some(state)) = (version, state)
+            && version == current + 1
+            && !self.suspect
+        {
+            match Loaded::from_event(state, version) {
+                Some(loaded) => {
+                    self.advance(loaded);
+                    self.broadcast();
+                    return;
+                }
+                None => log::warn!(
+                    "family {}: another node's board state did not parse; reloading",
+                    self.family_id
+                ),
+            }
+        }
         if version.is_some_and(|v| v <= current) {
             return;
         }
@@ -131,7 +154,7 @@ impl FamilyBoard {
         }
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
         ctx.spawn(
-            async move { store::load(&db, family_id).await }
+            crate::store::detached(async move { store::load(&db, family_id).await })
                 .into_actor(self)
                 .map(move |loaded, act, ctx| {
                     let again = act.catching_up.finish();
@@ -195,7 +218,7 @@ impl FamilyBoard {
         }
         let (db, family_id, epoch) = (self.deps.db.clone(), self.family_id, self.suspect_epoch);
         ctx.spawn(
-            async move { store::load(&db, family_id).await }
+            crate::store::detached(async move { store::load(&db, family_id).await })
                 .into_actor(self)
                 .map(move |loaded, act, ctx| match loaded {
                     Ok(loaded) => {
@@ -277,11 +300,17 @@ impl FamilyBoard {
         } else {
             self.current_event()
         };
+        // The other nodes take the state from the event (no read), so it is only built for them.
+        let state = self
+            .deps
+            .cluster
+            .as_ref()
+            .and(self.state.as_ref())
+            .and_then(|state| serde_json::to_string(state).ok());
+        let news = Event::Board { version, state };
         match frame {
-            Some(event) => self
-                .fanout
-                .committed(Event::Board { version }, SseFrame::Board(event)),
-            None => self.fanout.publish_only(Event::Board { version }),
+            Some(event) => self.fanout.committed(news, SseFrame::Board(event)),
+            None => self.fanout.publish_only(news),
         }
     }
 
@@ -406,11 +435,11 @@ impl Handler<Remote> for FamilyBoard {
     /// is read), then show it to the local sessions.
     fn handle(&mut self, remote: Remote, ctx: &mut Context<Self>) {
         match remote {
-            Remote::Event(ClusterEvent::Board { version }) => {
-                self.remote_change(Some(version), ctx)
+            Remote::Event(ClusterEvent::Board { version, state }) => {
+                self.remote_change(Some(version), state.as_deref(), ctx)
             }
             Remote::Event(ClusterEvent::Chat { .. } | ClusterEvent::Presence { .. }) => {}
-            Remote::Resync => self.remote_change(None, ctx),
+            Remote::Resync => self.remote_change(None, None, ctx),
         }
     }
 }
@@ -434,14 +463,18 @@ impl Handler<Command> for FamilyBoard {
             };
             return AtomicResponse::new(Box::pin(fut::ready(Ok(snapshot))));
         }
-        // A suspect state is reloaded before the command is judged.
-        let state = if self.suspect {
+        // A suspect state is reloaded before the command is judged, and so is one behind a
+        // version another node announced (judging it would only meet the version guard).
+        let behind = self.state.as_ref().is_some_and(|s| s.version < self.heard);
+        let state = if self.suspect || behind {
             None
         } else {
             self.state.clone()
         };
         let (deps, family_id) = (self.deps.clone(), self.family_id);
         let work = async move {
+            // Whether `loaded` was just read: memory may be behind another node's commit.
+            let mut fresh = state.is_none();
             let mut loaded = match state {
                 Some(loaded) => loaded,
                 None => store::load(&deps.db, family_id).await?,
@@ -452,13 +485,25 @@ impl Handler<Command> for FamilyBoard {
             for attempt in 1..=CONFLICT_ATTEMPTS {
                 let facts = facts(&deps.db, family_id, &loaded, &command).await?;
                 let (change, next, notify) =
-                    match planner::plan(family_id, &loaded, &command, facts, model::now())? {
-                        Plan::Replay(board) => return Ok(Outcome::Replayed(board)),
-                        Plan::Change {
+                    match planner::plan(family_id, &loaded, &command, facts, model::now()) {
+                        Ok(Plan::Replay(board)) => return Ok(Outcome::Replayed(board)),
+                        Ok(Plan::Change {
                             change,
                             next,
                             notify,
-                        } => (change, next, notify),
+                        }) => (change, next, notify),
+                        // In cluster mode a refusal judged from memory is confirmed against the
+                        // database: a grant on another node may not have reached this one yet,
+                        // and "nothing to attach" must not answer a child who has grapes.
+                        Err(refusal) if deps.cluster.is_some() && !fresh => {
+                            let reloaded = store::load(&deps.db, family_id).await?;
+                            if reloaded.version == loaded.version {
+                                return Err(refusal.into());
+                            }
+                            (loaded, fresh) = (reloaded, true);
+                            continue;
+                        }
+                        Err(refusal) => return Err(refusal.into()),
                     };
                 match deps.persister.addr().send(CommitBoard(change)).await {
                     Ok(Ok(Committed { board_id })) => {
@@ -479,6 +524,7 @@ impl Handler<Command> for FamilyBoard {
                     Ok(Err(PersistError::Conflict)) if attempt < CONFLICT_ATTEMPTS => {
                         log::warn!("family {family_id}: board version conflict, reloading");
                         loaded = store::load(&deps.db, family_id).await?;
+                        fresh = true;
                     }
                     Ok(Err(err)) => {
                         return Err(Failure {
@@ -515,7 +561,7 @@ impl Handler<Command> for FamilyBoard {
                         .board_changes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if act.state.as_ref().is_some_and(|s| s.version < act.heard) {
-                        act.remote_change(None, ctx);
+                        act.remote_change(None, None, ctx);
                     }
                     if let (Some(key), Some(board)) = (key, &snapshot.board) {
                         act.recent_keys.insert(key, board.clone());
@@ -525,6 +571,7 @@ impl Handler<Command> for FamilyBoard {
                     } else {
                         act.fanout.publish_only(Event::Board {
                             version: snapshot.version,
+                            state: None,
                         });
                     }
                     if let Some(notification) = notify {

@@ -28,7 +28,7 @@ pub enum BoardError {
         field: &'static str,
         reason: &'static str,
     },
-    /// Another server process changed the board underneath, twice.
+    /// Another server process changed the board underneath, `CONFLICT_ATTEMPTS` times.
     #[error("the board kept changing underneath; try again")]
     Conflict,
     #[error(transparent)]

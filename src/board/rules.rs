@@ -8,7 +8,7 @@ pub const MAX_SIZE: i32 = 100;
 pub const MAX_GRANT: i32 = 100;
 
 /// The counts of one board. Invariant: `0 <= attached <= granted <= size`, `1 <= size <= 100`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub size: i32,
     pub granted: i32,
@@ -26,6 +26,14 @@ pub enum Refusal {
 }
 
 impl Counts {
+    /// Whether the invariant holds (for counts that came from outside: another node's event).
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_SIZE).contains(&self.size)
+            && 0 <= self.attached
+            && self.attached <= self.granted
+            && self.granted <= self.size
+    }
+
     /// A new, empty board.
     pub fn new(size: i32) -> Result<Counts, Refusal> {
         if (1..=MAX_SIZE).contains(&size) {

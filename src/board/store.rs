@@ -9,8 +9,9 @@ use crate::store::Db;
 use crate::store::StoreError;
 use crate::store::entities::{board, family, grape_event, mission, wish};
 
-/// A family's board state as the database has it.
-#[derive(Clone, Debug)]
+/// A family's board state as the database has it (and, in cluster mode, as a committing node
+/// hands it to the others: JSON in the `board` event).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Loaded {
     pub version: i64,
     pub child_id: i64,
@@ -18,6 +19,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Another node's state from its event: `None` unless it parses, is of `version` and keeps
+    /// the counts' invariant (anything else is read from the database instead).
+    pub fn from_event(json: &str, version: i64) -> Option<Loaded> {
+        let loaded: Loaded = serde_json::from_str(json).ok()?;
+        let valid =
+            loaded.version == version && loaded.board.as_ref().is_none_or(|b| b.counts.is_valid());
+        valid.then_some(loaded)
+    }
+
     pub fn active(&self) -> Option<&BoardRow> {
         self.board
             .as_ref()

@@ -1,13 +1,13 @@
 //! The board as the FamilyBoard actor holds it, and as clients see it (API.md `Board`).
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rules::Counts;
 use crate::model::{Wish, ts};
 pub use crate::status::BoardStatus;
 
 /// One board in memory: the family's active board, or else its latest completed one.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoardRow {
     pub id: i64,
     pub wish: Wish,

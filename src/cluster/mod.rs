@@ -78,8 +78,14 @@ pub const MAX_NODE_ID_LEN: usize = 64;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClusterEvent {
-    /// The family's board reached this version (receivers with a gap reload from the database).
-    Board { version: i64 },
+    /// The family's board reached this version; `state` is the family's board state at it (JSON
+    /// of `board::Loaded`): a receiver one version behind takes it, any other reloads from the
+    /// database.
+    Board {
+        version: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+    },
     /// A committed chat message: `frame` is the chat `message` frame as sent to clients (JSON
     /// text); the sender and client id let receivers ack a resend without a database read.
     Chat {
@@ -710,7 +716,7 @@ impl Cluster {
 impl Bus for Cluster {
     fn publish(&self, family_id: i64, event: Event) {
         let event = match event {
-            Event::Board { version } => ClusterEvent::Board { version },
+            Event::Board { version, state } => ClusterEvent::Board { version, state },
             Event::Message {
                 seq,
                 sender_id,
@@ -782,7 +788,10 @@ mod tests {
 
     #[test]
     fn events_are_small_tagged_json() {
-        let event = ClusterEvent::Board { version: 7 };
+        let event = ClusterEvent::Board {
+            version: 7,
+            state: None,
+        };
         let text = serde_json::to_string(&Envelope {
             node: "a~1",
             event: &event,
