@@ -217,8 +217,8 @@ async fn parallel_grants_on_two_nodes_fill_the_board_exactly() {
     });
     let answers = join_all(grants).await;
     let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-    // Refused: the board is full, or (a grant that met the other node's changes twice) it kept
-    // changing; never more than 31 granted.
+    // Refused: the board is full, or (a grant beaten by the other node's changes five times in a
+    // row, rare) it kept changing; never more than 31 granted.
     let refused = answers
         .iter()
         .filter(|(s, body)| {
@@ -231,6 +231,47 @@ async fn parallel_grants_on_two_nodes_fill_the_board_exactly() {
         assert_eq!(board["granted"], 31);
         assert_eq!(board["version"], 32);
     }
+}
+
+/// A node that has not heard of the other's change (Redis down) must not refuse from its stale
+/// memory: the parent grants on A, the child on B attaches at once and gets the grape, because B
+/// checks a refusal ("nothing to attach") against the database before answering it.
+#[actix_web::test]
+async fn a_refusal_is_checked_against_the_database_on_a_node_that_missed_a_change() {
+    let Some(mut nodes) = two_nodes(None).await else {
+        return;
+    };
+    let fam = nodes.a.family("cl_refusal").await;
+    nodes.a.open_board(&fam, 31).await;
+    // B holds the board in memory (version 1, nothing granted) while the child watches there.
+    let mut child_stream = nodes.b.sse(&fam.child.token).await;
+    assert_eq!(child_stream.next_board(WAIT).await.map(|(v, _)| v), Some(1));
+    nodes.redis.stop();
+    let (status, body) = nodes
+        .a
+        .post("/api/board/grant", &fam.parent.token, json!({"count": 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = nodes
+        .b
+        .request("POST", "/api/board/attach", Some(&fam.child.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "B judged from stale memory: {body}");
+    assert_eq!(
+        (body["granted"].as_i64(), body["attached"].as_i64()),
+        (Some(2), Some(1))
+    );
+    // A refusal that holds stays one: two granted, both attached, a third has nothing.
+    nodes
+        .b
+        .request("POST", "/api/board/attach", Some(&fam.child.token), None)
+        .await;
+    let (status, body) = nodes
+        .b
+        .request("POST", "/api/board/attach", Some(&fam.child.token), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "nothing_to_attach");
 }
 
 /// Both members send at once, one on each node: both see every message once, in one gapless
