@@ -188,6 +188,22 @@ pair() {
     echo "$line"
 }
 
+# ratio TITLE JQ: each set-up's value divided by the first set-up's (the cost against 1 node).
+ratio() {
+    local title=$1 query=$2 line setup base value first=${SETUPS%% *}
+    base=$(fig "$first-${query%%:*}" "${query#*:}")
+    line="| $title |"
+    for setup in $SETUPS; do
+        value=$(fig "$setup-${query%%:*}" "${query#*:}")
+        if [[ -n "$base" && -n "$value" ]]; then
+            line+=" $(awk -v v="$value" -v b="$base" 'BEGIN { printf "%.2f×", v / b }') |"
+        else
+            line+=" n/a |"
+        fi
+    done
+    echo "$line"
+}
+
 {
     echo "# podo cluster benchmark (PostgreSQL $PG_VERSION, Redis $REDIS_VERSION)"
     echo
@@ -223,6 +239,8 @@ pair() {
     row "  PostgreSQL cores" 'board_2k:.figures["postgres CPU (all postgres processes)"]' 2
     row "  PostgreSQL CPU per change (µs)" 'board_2k:.figures["postgres CPU per change"]'
     row "  violations (undelivered, regressions, unexpected versions)" 'board_2k:.violations' 0
+    ratio "**cost against $(label "${SETUPS%% *}")**: server CPU per message at 10,000/s" 'chat_10k:.figures["server CPU per message"]'
+    ratio "  server CPU per board change at 2,000/s" 'board_2k:.figures["server CPU per change"]'
     echo
     echo "Each set-up on a fresh database seeded with \`podo-load seed --database-url <fresh db> --families $FAMILIES --boards --out tokens.json\`;"
     echo "nodes: \`DATABASE_URL=<db> [PODO_REDIS_URL=redis://127.0.0.1:PORT/0 PODO_NODE_ID=nK] PODO_JWT_SECRET=podo-bench-secret podo serve --bind 127.0.0.1:PORT\`,"
