@@ -29,9 +29,12 @@ async fn websocket(
     // Closes the socket with 4001 when the token is revoked or expires; the slot goes back when
     // the session ends.
     let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
-    let (response, ws, incoming) = actix_ws::handle(&req, body)?;
+    let mut response = actix_http::ws::handshake(req.head())?;
+    // actix-ws decodes the client's frames; the session's own body writes its frames (no
+    // `actix_ws::Session`, its channel or a writer task: see `chat::session`).
+    let incoming = actix_ws::MessageStream::new(body.into_inner()).max_frame_size(MAX_FRAME_BYTES);
     let room = state.chats.addr(family_id);
-    WsSession::start(
+    let frames = WsSession::start(
         member.id,
         family_id,
         room,
@@ -40,11 +43,10 @@ async fn websocket(
             metrics: state.metrics.clone(),
             timing: state.config.timing.clone(),
         },
-        ws,
-        incoming.max_frame_size(MAX_FRAME_BYTES),
+        incoming,
         lease,
     );
-    Ok(response)
+    Ok(HttpResponse::from(response.message_body(frames)?).map_into_boxed_body())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
