@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
+use actix_web::dev::Service;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
+use futures_util::FutureExt;
 
-use crate::api;
+use crate::api::{self, access};
 use crate::auth::MemberCache;
 use crate::auth::password::HashPool;
 use crate::auth::revocation::Revocations;
@@ -250,7 +252,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     api::headers::security_headers,
                 ))
-                .wrap(access_log())
+                .wrap(access::access_log())
+                // Outermost: the whole middleware chain's future goes in one box, freed once the
+                // answer is out. Unboxed, it is part of every connection's dispatcher, whose
+                // size each open connection keeps for its life (issue #21).
+                .wrap_fn(|req, srv| srv.call(req).boxed_local())
                 .configure(|cfg| api::configure(cfg, &static_dir))
         })
         .workers(workers)
@@ -352,43 +358,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Access log without secrets: the `access_token` query value is replaced.
-fn access_log() -> Logger {
-    Logger::new("%{peer}xi \"%{request}xi\" %s %b %Dms")
-        .custom_request_replace("peer", |req| {
-            req.peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        })
-        .custom_request_replace("request", |req| {
-            let query = redact_query(req.query_string());
-            let sep = if query.is_empty() { "" } else { "?" };
-            format!("{} {}{sep}{query}", req.method(), req.path())
-        })
-}
-
-fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED",
-            _ => pair,
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn access_token_is_redacted() {
-        assert_eq!(
-            super::redact_query("a=1&access_token=secret&b=2"),
-            "a=1&access_token=REDACTED&b=2"
-        );
     }
 }

@@ -2,6 +2,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::access;
 use super::identity::{AuthUser, StreamAuthUser};
 use crate::auth::sessions::SessionLease;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
@@ -11,8 +12,13 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/ws", web::get().to(websocket))
-        .route("/chat/messages", web::get().to(messages));
+    // Logged when the upgrade is answered, not when the socket ends (see `access`).
+    cfg.service(
+        web::resource("/chat/ws")
+            .wrap_fn(access::log_answer)
+            .route(web::get().to(websocket)),
+    )
+    .route("/chat/messages", web::get().to(messages));
 }
 
 /// `GET /api/chat/ws`: identity, family and the per-user session limit are checked before the
