@@ -19,6 +19,7 @@ use crate::auth::sessions::SessionSlots;
 use crate::auth::throttle::{self, FailureThrottle};
 use crate::auth::token::TokenKeys;
 use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
+use crate::chat::session::SessionDeps;
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -198,12 +199,18 @@ impl Application {
             cluster: cluster.clone(),
             panics: panics.clone(),
         };
-        let room_deps = chat_deps.clone();
+        // One for all rooms: a copy per room was a few hundred bytes of every family with a socket.
+        let room_deps = Arc::new(chat_deps);
         let chats = ChatRegistry::new("ChatRoom", chat_actors, metrics.clone(), move |family_id| {
             ChatRoom::new(family_id, room_deps.clone())
         });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_sessions = config.max_sessions_per_user;
+        let chat_session_deps = Arc::new(SessionDeps {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            timing: config.timing.clone(),
+        });
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
             members: MemberCache::default(),
@@ -224,6 +231,7 @@ impl Application {
             metrics,
             boards,
             chats,
+            chat_session_deps,
             vapid,
             push,
             cluster,

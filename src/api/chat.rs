@@ -6,7 +6,7 @@ use super::access;
 use super::identity::{AuthUser, StreamAuthUser};
 use crate::auth::sessions::SessionLease;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
-use crate::chat::session::{SessionDeps, WsSession};
+use crate::chat::session::WsSession;
 use crate::chat::store::{self, Page};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -44,11 +44,7 @@ async fn websocket(
         member.id,
         family_id,
         room,
-        SessionDeps {
-            db: state.db.clone(),
-            metrics: state.metrics.clone(),
-            timing: state.config.timing.clone(),
-        },
+        state.chat_session_deps.clone(),
         incoming,
         lease,
     );

@@ -63,7 +63,7 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 const JOIN_HOLD: Duration = Duration::from_secs(1);
 
 /// What a session needs from the application: history reads for resume, its gauges, timing.
-#[derive(Clone)]
+/// One for all sessions (`AppState::chat_session_deps`): a copy per session was ~300 bytes.
 pub struct SessionDeps {
     pub db: Db,
     pub metrics: Arc<Metrics>,
@@ -293,7 +293,7 @@ pub struct WsSession {
     user_id: i64,
     family_id: i64,
     room: Addr<ChatRoom>,
-    deps: SessionDeps,
+    deps: Arc<SessionDeps>,
     outbox: Rc<Outbox>,
     last_heard: Instant,
     /// The highest seq sent as a `message` frame.
@@ -318,7 +318,7 @@ impl WsSession {
         user_id: i64,
         family_id: i64,
         room: Addr<ChatRoom>,
-        deps: SessionDeps,
+        deps: Arc<SessionDeps>,
         incoming: actix_ws::MessageStream,
         lease: SessionLease,
     ) -> Frames {
