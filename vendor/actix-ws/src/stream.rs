@@ -295,6 +295,13 @@ impl Stream for MessageStream {
             this.messages.push_back(message);
         }
 
+        // podo: nothing left to decode, so let the buffer go. It may be a whole read buffer of
+        // the connection's, taken over above (`BytesMut::from(bytes)` without a copy), which an
+        // idle socket would otherwise keep until its next frame.
+        if this.buf.is_empty() && this.buf.capacity() > 0 {
+            this.buf = BytesMut::new();
+        }
+
         // Return the first message in the queue
         if let Some(msg) = this.messages.pop_front() {
             return Poll::Ready(Some(Ok(msg)));
