@@ -47,7 +47,7 @@ pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 pub const FRAME_OVERHEAD_BYTES: usize = 64;
 /// Resume reads history in pages of this many messages.
 const RESUME_PAGE: u64 = 200;
-/// Resume queues history while less than this is queued, then waits until the writer has
+/// Resume queues history while less than this is queued, then waits until the body has
 /// drained the queue below [`RESUME_LOW_BYTES`]: a resume alone stays far below the budget, so a
 /// reading client is never closed for resuming a long history.
 const RESUME_HIGH_BYTES: usize = 512 * 1024;
@@ -355,7 +355,7 @@ impl WsSession {
         frames
     }
 
-    /// Queues a frame for the writer, or closes with 1013 if the client let too much pile up.
+    /// Queues a frame for the body, or closes with 1013 if the client let too much pile up.
     fn enqueue(&mut self, out: Out, ctx: &mut Context<Self>) {
         if self.closed {
             return;
@@ -484,7 +484,7 @@ impl WsSession {
 
     /// Sends every stored message after `after_seq` in pages, then the live ones that arrived
     /// meanwhile, then `resumed`. History goes into the queue only while it has room
-    /// ([`RESUME_HIGH_BYTES`]); a client that stops reading is closed by the writer (nothing
+    /// ([`RESUME_HIGH_BYTES`]); a client that stops reading is closed at a ping (nothing
     /// taken for `--ws-timeout-secs`) or by the budget (live messages held meanwhile).
     fn resume(&mut self, after_seq: i64, ctx: &mut Context<Self>) {
         if self.resume_running {
