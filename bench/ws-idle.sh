@@ -9,6 +9,7 @@
 #   bench/ws-idle.sh --heap [N]          # N idle sockets (default 2,000) on a server run under
 #                                        # heaptrack, killed while they are open: prints the heap
 #                                        # still allocated per socket, by allocation site
+#                                        # (bench/heap-sites.py); installs heaptrack if missing
 #
 # Seeds 5,000 families with boards into a SQLite file once; every run starts the server on a
 # fresh copy of it. results-ws-idle.md is written up to the line that starts with
@@ -123,7 +124,11 @@ if [[ $MODE == compare ]]; then
 fi
 
 if [[ $MODE == heap ]]; then
-    command -v heaptrack >/dev/null || { echo "--heap needs heaptrack (apt-get install heaptrack)" >&2; exit 1; }
+    if ! command -v heaptrack >/dev/null; then
+        echo "--heap needs heaptrack: installing Debian's package" >&2
+        { apt-get install -y -q heaptrack >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q heaptrack >/dev/null; }; } ||
+            { echo "could not install heaptrack (apt-get install heaptrack)" >&2; exit 1; }
+    fi
     families=$((HEAP_SOCKETS / 2))
     start_server "$BIN/podo" heaptrack -o "$WORK/heap"
     # heaptrack's own start-up is slow; the pid is heaptrack's shell, the server is its child.
@@ -142,13 +147,21 @@ if [[ $MODE == heap ]]; then
     wait "$load" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
-    file=$(ls "$WORK"/heap*.zst "$WORK"/heap*.gz 2>/dev/null | head -1)
+    # heaptrack names its file heap.zst or heap.gz, after the compressor it found. (Listing both
+    # patterns with ls failed on the missing one, and pipefail ended the script there.)
+    file=""
+    for candidate in "$WORK"/heap*.zst "$WORK"/heap*.gz; do
+        if [[ -s $candidate ]]; then file=$candidate; break; fi
+    done
+    [[ -n $file ]] || { echo "heaptrack wrote no profile; its log:" >&2; tail -20 "$WORK/server.log" >&2; exit 1; }
+    cp "$file" "/tmp/podo-ws-idle-heap.${file##*.}"
     heaptrack_print -f "$file" --print-leaks 1 --print-peaks 0 --print-allocators 0 \
-        --print-temporary 0 --print-histogram 0 --print-flamegraph 0 -n 40 -s 12 >"$WORK/heap.txt" || true
+        --print-temporary 0 -n 300 -s 30 >"$WORK/heap.txt" || true
     cp "$WORK/heap.txt" /tmp/podo-ws-idle-heap.txt
-    echo "heaptrack_print output: /tmp/podo-ws-idle-heap.txt (allocations live at the kill;" \
-        "divide by $HEAP_SOCKETS for bytes per socket)"
-    grep -m1 'leaked' "$WORK/heap.txt" || true
+    python3 bench/heap-sites.py "$WORK/heap.txt" "$HEAP_SOCKETS" 16 >/tmp/podo-ws-idle-heap-sites.txt
+    echo "heaptrack_print output: /tmp/podo-ws-idle-heap.txt (allocations live at the kill);" \
+        "per socket by site: /tmp/podo-ws-idle-heap-sites.txt, its top:"
+    head -30 /tmp/podo-ws-idle-heap-sites.txt | cut -c1-220
     exit 0
 fi
 

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
+use actix_web::dev::Service;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
+use futures_util::FutureExt;
 
-use crate::api;
+use crate::api::{self, access};
 use crate::auth::MemberCache;
 use crate::auth::password::HashPool;
 use crate::auth::revocation::Revocations;
@@ -17,6 +19,7 @@ use crate::auth::sessions::SessionSlots;
 use crate::auth::throttle::{self, FailureThrottle};
 use crate::auth::token::TokenKeys;
 use crate::board::{BoardDeps, BoardRegistry, FamilyBoard};
+use crate::chat::session::SessionDeps;
 use crate::chat::{ChatDeps, ChatRegistry, ChatRoom, CloseRoom};
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -197,12 +200,18 @@ impl Application {
             cluster: cluster.clone(),
             panics: panics.clone(),
         };
-        let room_deps = chat_deps.clone();
+        // One for all rooms: a copy per room was a few hundred bytes of every family with a socket.
+        let room_deps = Arc::new(chat_deps);
         let chats = ChatRegistry::new("ChatRoom", chat_actors, metrics.clone(), move |family_id| {
             ChatRoom::new(family_id, room_deps.clone())
         });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_sessions = config.max_sessions_per_user;
+        let chat_session_deps = Arc::new(SessionDeps {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            timing: config.timing.clone(),
+        });
         let state = web::Data::new(AppState {
             tokens: TokenKeys::new(secret.as_bytes()),
             members: MemberCache::default(),
@@ -223,6 +232,7 @@ impl Application {
             metrics,
             boards,
             chats,
+            chat_session_deps,
             vapid,
             push,
             cluster,
@@ -251,7 +261,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     api::headers::security_headers,
                 ))
-                .wrap(access_log())
+                .wrap(access::access_log())
+                // Outermost: the whole middleware chain's future goes in one box, freed once the
+                // answer is out. Unboxed, it is part of every connection's dispatcher, whose
+                // size each open connection keeps for its life (issue #21).
+                .wrap_fn(|req, srv| srv.call(req).boxed_local())
                 .configure(|cfg| api::configure(cfg, &static_dir))
         })
         .workers(workers)
@@ -353,43 +367,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Access log without secrets: the `access_token` query value is replaced.
-fn access_log() -> Logger {
-    Logger::new("%{peer}xi \"%{request}xi\" %s %b %Dms")
-        .custom_request_replace("peer", |req| {
-            req.peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        })
-        .custom_request_replace("request", |req| {
-            let query = redact_query(req.query_string());
-            let sep = if query.is_empty() { "" } else { "?" };
-            format!("{} {}{sep}{query}", req.method(), req.path())
-        })
-}
-
-fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED",
-            _ => pair,
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn access_token_is_redacted() {
-        assert_eq!(
-            super::redact_query("a=1&access_token=secret&b=2"),
-            "a=1&access_token=REDACTED&b=2"
-        );
     }
 }

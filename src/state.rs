@@ -10,6 +10,7 @@ use crate::auth::throttle::FailureThrottle;
 use crate::auth::token::TokenKeys;
 use crate::board::BoardRegistry;
 use crate::chat::ChatRegistry;
+use crate::chat::session::SessionDeps;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub boards: BoardRegistry,
     /// family id -> ChatRoom actor.
     pub chats: ChatRegistry,
+    /// What every chat session needs, shared: one pointer per open socket instead of a copy.
+    pub chat_session_deps: Arc<SessionDeps>,
     pub vapid: VapidKeys,
     pub push: Push,
     /// The other nodes, in cluster mode (`PODO_REDIS_URL`).

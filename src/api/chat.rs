@@ -2,17 +2,23 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::access;
 use super::identity::{AuthUser, StreamAuthUser};
 use crate::auth::sessions::SessionLease;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
-use crate::chat::session::{SessionDeps, WsSession};
+use crate::chat::session::WsSession;
 use crate::chat::store::{self, Page};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/ws", web::get().to(websocket))
-        .route("/chat/messages", web::get().to(messages));
+    // Logged when the upgrade is answered, not when the socket ends (see `access`).
+    cfg.service(
+        web::resource("/chat/ws")
+            .wrap_fn(access::log_answer)
+            .route(web::get().to(websocket)),
+    )
+    .route("/chat/messages", web::get().to(messages));
 }
 
 /// `GET /api/chat/ws`: identity, family and the per-user session limit are checked before the
@@ -29,22 +35,20 @@ async fn websocket(
     // Closes the socket with 4001 when the token is revoked or expires; the slot goes back when
     // the session ends.
     let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
-    let (response, ws, incoming) = actix_ws::handle(&req, body)?;
+    let mut response = actix_http::ws::handshake(req.head())?;
+    // actix-ws decodes the client's frames; the session's own body writes its frames (no
+    // `actix_ws::Session`, its channel or a writer task: see `chat::session`).
+    let incoming = actix_ws::MessageStream::new(body.into_inner()).max_frame_size(MAX_FRAME_BYTES);
     let room = state.chats.addr(family_id);
-    WsSession::start(
+    let frames = WsSession::start(
         member.id,
         family_id,
         room,
-        SessionDeps {
-            db: state.db.clone(),
-            metrics: state.metrics.clone(),
-            timing: state.config.timing.clone(),
-        },
-        ws,
-        incoming.max_frame_size(MAX_FRAME_BYTES),
+        state.chat_session_deps.clone(),
+        incoming,
         lease,
     );
-    Ok(response)
+    Ok(HttpResponse::from(response.message_body(frames)?).map_into_boxed_body())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -1,4 +1,5 @@
 //! HTTP handlers, one file per resource: parse, authorize, call, map.
+pub mod access;
 pub mod accounts;
 pub mod board;
 pub mod calendar;

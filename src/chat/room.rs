@@ -12,6 +12,7 @@
 //! event is late or lost. Presence covers every node: the room tells the cluster who is in it
 //! here and asks who is in it elsewhere.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -100,7 +101,7 @@ impl RoomState {
 
 pub struct ChatRoom {
     family_id: i64,
-    deps: ChatDeps,
+    deps: Arc<ChatDeps>,
     state: Option<RoomState>,
     sessions: HashMap<u64, SessionEntry>,
     /// Where the sessions' frames go: this node's sessions (keyed like `sessions`) and the other
@@ -140,7 +141,7 @@ struct PresenceView {
 }
 
 impl ChatRoom {
-    pub fn new(family_id: i64, deps: ChatDeps) -> Self {
+    pub fn new(family_id: i64, deps: Arc<ChatDeps>) -> Self {
         let fanout = Fanout::new(family_id, deps.bus());
         ChatRoom {
             family_id,

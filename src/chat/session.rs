@@ -1,20 +1,32 @@
 //! The WS session actor: one per chat WebSocket, fed by actix-ws.
 //!
-//! Incoming frames arrive as an actor stream. Outgoing frames go through an unbounded channel to a
-//! writer task that feeds the socket. Everything the session queues for the client counts
-//! against one budget, [`MAX_QUEUED_BYTES`]: messages, acks, errors, presence, pongs, pings,
-//! resume pages, and the live messages held back while a resume runs. A client that lets more
-//! pile up, or whose socket takes no frame for `--ws-timeout-secs`, does not read: the writer
-//! drops what is queued at once and closes the socket with 1013 (the client may resume).
+//! Incoming frames arrive as an actor stream (actix-ws's `MessageStream`). Outgoing frames go
+//! into the session's [`Outbox`], a queue that the connection's response body ([`Frames`])
+//! empties whenever the socket has room: no channel and no writer task, so an idle socket holds
+//! only the actor, its outbox and the connection (issue #21). Both run on the connection's worker
+//! thread. Everything the session queues for the client counts against one budget,
+//! [`MAX_QUEUED_BYTES`]: messages, acks, errors, presence, pongs, pings, resume pages, and the
+//! live messages held back while a resume runs. A client that lets more pile up, or whose socket
+//! takes no frame for `--ws-timeout-secs` (checked at each ping), does not read: what is queued
+//! is dropped at once and the socket is closed with 1013 (the client may resume).
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use actix::WeakAddr;
 use actix::prelude::*;
-use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
-use bytes::Bytes;
+use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
+use actix_web::body::{BodySize, MessageBody};
+use actix_ws::{Message as WsMessage, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::frames::{ClientFrame, MAX_PENDING_SENDS, ServerFrame, parse_client_frame};
 use super::messages::{CloseSession, Deliver, Join, Leave, Post, SetVisible};
@@ -35,20 +47,23 @@ pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 pub const FRAME_OVERHEAD_BYTES: usize = 64;
 /// Resume reads history in pages of this many messages.
 const RESUME_PAGE: u64 = 200;
-/// Resume queues history while less than this is queued, then waits until the writer has
+/// Resume queues history while less than this is queued, then waits until the body has
 /// drained the queue below [`RESUME_LOW_BYTES`]: a resume alone stays far below the budget, so a
 /// reading client is never closed for resuming a long history.
 const RESUME_HIGH_BYTES: usize = 512 * 1024;
 const RESUME_LOW_BYTES: usize = 256 * 1024;
-/// After the writer gave up on a client, how long the close frame may wait for room in the socket.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// The body hands the socket at most this many bytes of frames at a time (then the next poll
+/// takes more): one frame may be larger.
+const BODY_CHUNK_BYTES: usize = 16 * 1024;
+/// Control frames carry at most this much payload (RFC 6455); a pong echoes at most this much.
+const MAX_CONTROL_PAYLOAD: usize = 125;
 /// After `hello`, live messages wait this long for the client's first `resume` or `send`.
 /// A reconnecting client sends `resume` right after `hello`; without the hold, messages
 /// committed in between would go out live and then again in the resume, out of order.
 const JOIN_HOLD: Duration = Duration::from_secs(1);
 
 /// What a session needs from the application: history reads for resume, its gauges, timing.
-#[derive(Clone)]
+/// One for all sessions (`AppState::chat_session_deps`): a copy per session was ~300 bytes.
 pub struct SessionDeps {
     pub db: Db,
     pub metrics: Arc<Metrics>,
@@ -57,7 +72,7 @@ pub struct SessionDeps {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// The writer task ended (it gave up on the client, sent the close, or the client is gone).
+/// The response body is gone (the connection ended, or its last frame went out).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct WriterStopped;
@@ -66,6 +81,7 @@ enum Out {
     Text(ByteString),
     Ping,
     Pong(Bytes),
+    /// The last frame: a close frame with this code, or with 0 none (the connection just ends).
     Close(u16),
 }
 
@@ -81,46 +97,193 @@ impl Out {
     }
 }
 
-/// What the session, its resume task and its writer share about the outgoing queue.
-#[derive(Default)]
+/// The session's outgoing frames, shared by the session (and its resume) with the response body
+/// that writes them: both on the connection's worker thread.
 struct Outbox {
+    queue: RefCell<VecDeque<Out>>,
     /// Bytes of the frames in the queue (with their overhead).
-    queued: AtomicUsize,
+    queued: Cell<usize>,
     /// Bytes of the live messages held back (join hold, resume).
-    held: AtomicUsize,
-    /// Woken when the writer drained the queue below [`RESUME_LOW_BYTES`], or stopped.
+    held: Cell<usize>,
+    /// When the socket last took a frame, or the queue last became non-empty.
+    last_taken: Cell<Instant>,
+    /// The body, waiting for frames.
+    waker: Cell<Option<Waker>>,
+    /// Woken when the body drained the queue below [`RESUME_LOW_BYTES`], or is gone.
     drained: Notify,
-    /// Tells the writer to drop everything queued and close with `abort_code`.
-    abort: Notify,
-    abort_code: AtomicU16,
-    writer_gone: AtomicBool,
+    /// A close is queued: nothing more goes in.
+    closing: Cell<bool>,
+    /// The body is gone.
+    writer_gone: Cell<bool>,
+    /// Told [`WriterStopped`] when the body goes.
+    session: RefCell<Option<WeakAddr<WsSession>>>,
 }
 
 impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            held: Cell::new(0),
+            last_taken: Cell::new(Instant::now()),
+            waker: Cell::new(None),
+            drained: Notify::new(),
+            closing: Cell::new(false),
+            writer_gone: Cell::new(false),
+            session: RefCell::new(None),
+        }
+    }
+
     /// Counts `cost` more bytes; false (and nothing counted) if that would pass the budget.
     fn admit(&self, cost: usize) -> bool {
-        let queued = self.queued.fetch_add(cost, Ordering::Relaxed) + cost;
-        if queued + self.held.load(Ordering::Relaxed) > MAX_QUEUED_BYTES {
-            self.queued.fetch_sub(cost, Ordering::Relaxed);
+        let queued = self.queued.get() + cost;
+        if queued + self.held.get() > MAX_QUEUED_BYTES {
             return false;
+        }
+        self.queued.set(queued);
+        true
+    }
+
+    /// Queues an admitted frame for the body; false if the body is gone.
+    fn push(&self, out: Out) -> bool {
+        if self.writer_gone.get() || self.closing.get() {
+            return !self.writer_gone.get();
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.is_empty() {
+            self.last_taken.set(Instant::now());
+        }
+        if matches!(out, Out::Close(_)) {
+            self.closing.set(true);
+        }
+        queue.push_back(out);
+        drop(queue);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
         }
         true
     }
 
+    /// Drops everything queued; `code` is the last frame.
     fn abort(&self, code: u16) {
-        self.abort_code.store(code, Ordering::Relaxed);
-        self.abort.notify_one();
-    }
-
-    /// Returns once the queue has room for more history (or the writer is gone).
-    async fn room_for_history(&self) {
-        if self.queued.load(Ordering::Relaxed) < RESUME_HIGH_BYTES {
+        if self.closing.get() {
             return;
         }
-        while self.queued.load(Ordering::Relaxed) > RESUME_LOW_BYTES
-            && !self.writer_gone.load(Ordering::Relaxed)
-        {
+        let mut queue = self.queue.borrow_mut();
+        queue.clear();
+        *queue = VecDeque::new();
+        drop(queue);
+        self.queued.set(0);
+        self.push(Out::Close(code));
+    }
+
+    /// Frames are queued and the socket has taken none for `stall`.
+    fn stalled(&self, stall: Duration) -> bool {
+        !self.queue.borrow().is_empty() && self.last_taken.get().elapsed() >= stall
+    }
+
+    /// The body took frames worth `cost` bytes.
+    fn taken(&self, cost: usize) {
+        let before = self.queued.get();
+        let after = before.saturating_sub(cost);
+        self.queued.set(after);
+        self.last_taken.set(Instant::now());
+        if before > RESUME_LOW_BYTES && after <= RESUME_LOW_BYTES {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Returns once the queue has room for more history (or the body is gone).
+    async fn room_for_history(&self) {
+        if self.queued.get() < RESUME_HIGH_BYTES {
+            return;
+        }
+        while self.queued.get() > RESUME_LOW_BYTES && !self.writer_gone.get() {
             self.drained.notified().await;
+        }
+    }
+}
+
+/// The chat socket's response body: the frames of its [`Outbox`], encoded as the socket takes
+/// them. Ends after the close frame (or, for `Out::Close(0)`, when the queue before it is out).
+pub struct Frames {
+    outbox: Rc<Outbox>,
+    done: bool,
+}
+
+impl MessageBody for Frames {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut buf = BytesMut::new();
+        let mut cost = 0;
+        let mut done = false;
+        {
+            let mut queue = self.outbox.queue.borrow_mut();
+            while buf.len() < BODY_CHUNK_BYTES {
+                let Some(out) = queue.pop_front() else { break };
+                cost += out.cost();
+                match out {
+                    Out::Text(text) => {
+                        Parser::write_message(&mut buf, text, OpCode::Text, true, false)
+                    }
+                    Out::Ping => Parser::write_message(&mut buf, b"", OpCode::Ping, true, false),
+                    Out::Pong(payload) => {
+                        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+                        Parser::write_message(&mut buf, payload, OpCode::Pong, true, false)
+                    }
+                    Out::Close(0) => done = true,
+                    Out::Close(code) => {
+                        let reason = CloseReason {
+                            code: CloseCode::from(code),
+                            description: None,
+                        };
+                        Parser::write_close(&mut buf, Some(reason), false);
+                        done = true;
+                    }
+                }
+                if done {
+                    queue.clear();
+                    break;
+                }
+            }
+            // An idle socket keeps no queue.
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
+            }
+        }
+        if cost > 0 {
+            self.outbox.taken(cost);
+        }
+        self.done = done;
+        if !buf.is_empty() {
+            return Poll::Ready(Some(Ok(buf.freeze())));
+        }
+        if done {
+            return Poll::Ready(None);
+        }
+        self.outbox.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        self.outbox.writer_gone.set(true);
+        self.outbox.drained.notify_one();
+        let session = self.outbox.session.borrow_mut().take();
+        if let Some(session) = session.and_then(|s| s.upgrade()) {
+            session.do_send(WriterStopped);
         }
     }
 }
@@ -130,9 +293,8 @@ pub struct WsSession {
     user_id: i64,
     family_id: i64,
     room: Addr<ChatRoom>,
-    deps: SessionDeps,
-    out: mpsc::UnboundedSender<Out>,
-    outbox: Arc<Outbox>,
+    deps: Arc<SessionDeps>,
+    outbox: Rc<Outbox>,
     last_heard: Instant,
     /// The highest seq sent as a `message` frame.
     last_sent_seq: i64,
@@ -149,31 +311,25 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// Starts the session and its writer task for an upgraded connection. The session closes
-    /// with [`CLOSE_TOKEN_ENDED`] when `lease` resolves, and holds it (its per-user slot) until
-    /// it stops.
+    /// Starts the session for an upgraded connection; the returned body is the response's and
+    /// writes the session's frames. The session closes with [`CLOSE_TOKEN_ENDED`] when `lease`
+    /// resolves, and holds it (its per-user slot) until it stops.
     pub fn start(
         user_id: i64,
         family_id: i64,
         room: Addr<ChatRoom>,
-        deps: SessionDeps,
-        ws: actix_ws::Session,
+        deps: Arc<SessionDeps>,
         incoming: actix_ws::MessageStream,
         lease: SessionLease,
-    ) -> Addr<WsSession> {
-        let (out, rx) = mpsc::unbounded_channel();
-        let outbox = Arc::new(Outbox::default());
-        let stall = deps.timing.ws_timeout();
+    ) -> Frames {
+        let outbox = Rc::new(Outbox::new());
+        let frames = Frames {
+            outbox: outbox.clone(),
+            done: false,
+        };
         WsSession::create(|ctx| {
             ctx.add_stream(incoming);
-            let writer = write_frames(ws, rx, outbox.clone(), stall);
-            let session = ctx.address().downgrade();
-            actix_web::rt::spawn(async move {
-                writer.await;
-                if let Some(session) = session.upgrade() {
-                    session.do_send(WriterStopped);
-                }
-            });
+            *outbox.session.borrow_mut() = Some(ctx.address().downgrade());
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(lease).map(|(), act, ctx| {
                     log::info!("chat session {}: token ended, closing with 4001", act.id);
@@ -186,7 +342,6 @@ impl WsSession {
                 family_id,
                 room,
                 deps,
-                out,
                 outbox,
                 last_heard: Instant::now(),
                 last_sent_seq: 0,
@@ -196,10 +351,11 @@ impl WsSession {
                 pending_sends: 0,
                 closed: false,
             }
-        })
+        });
+        frames
     }
 
-    /// Queues a frame for the writer, or closes with 1013 if the client let too much pile up.
+    /// Queues a frame for the body, or closes with 1013 if the client let too much pile up.
     fn enqueue(&mut self, out: Out, ctx: &mut Context<Self>) {
         if self.closed {
             return;
@@ -211,7 +367,7 @@ impl WsSession {
             );
             return self.abort(1013, ctx);
         }
-        if self.out.send(out).is_err() {
+        if !self.outbox.push(out) {
             ctx.stop();
         }
     }
@@ -228,12 +384,12 @@ impl WsSession {
     fn close(&mut self, code: u16, ctx: &mut Context<Self>) {
         if !self.closed {
             self.closed = true;
-            let _ = self.out.send(Out::Close(code));
+            self.outbox.push(Out::Close(code));
         }
         ctx.stop();
     }
 
-    /// Closes at once: the writer drops what is queued.
+    /// Closes at once: what is queued is dropped.
     fn abort(&mut self, code: u16, ctx: &mut Context<Self>) {
         if !self.closed {
             self.closed = true;
@@ -247,8 +403,9 @@ impl WsSession {
     fn deliver_message(&mut self, seq: i64, frame: ByteString, ctx: &mut Context<Self>) {
         if let Some(held) = self.held.as_mut() {
             let cost = FRAME_OVERHEAD_BYTES + frame.len();
-            let held_bytes = self.outbox.held.fetch_add(cost, Ordering::Relaxed) + cost;
-            if held_bytes + self.outbox.queued.load(Ordering::Relaxed) > MAX_QUEUED_BYTES {
+            let held_bytes = self.outbox.held.get() + cost;
+            self.outbox.held.set(held_bytes);
+            if held_bytes + self.outbox.queued.get() > MAX_QUEUED_BYTES {
                 log::info!(
                     "chat session {}: client does not read its resume, closing with 1013",
                     self.id
@@ -265,7 +422,7 @@ impl WsSession {
 
     /// Takes the held live messages; their bytes count as queued again once they are pushed.
     fn take_held(&mut self) -> Vec<(i64, ByteString)> {
-        self.outbox.held.store(0, Ordering::Relaxed);
+        self.outbox.held.set(0);
         self.held.take().unwrap_or_default()
     }
 
@@ -327,7 +484,7 @@ impl WsSession {
 
     /// Sends every stored message after `after_seq` in pages, then the live ones that arrived
     /// meanwhile, then `resumed`. History goes into the queue only while it has room
-    /// ([`RESUME_HIGH_BYTES`]); a client that stops reading is closed by the writer (nothing
+    /// ([`RESUME_HIGH_BYTES`]); a client that stops reading is closed at a ping (nothing
     /// taken for `--ws-timeout-secs`) or by the budget (live messages held meanwhile).
     fn resume(&mut self, after_seq: i64, ctx: &mut Context<Self>) {
         if self.resume_running {
@@ -336,7 +493,7 @@ impl WsSession {
         self.resume_running = true;
         self.held.get_or_insert_with(Vec::new);
         let (db, family_id) = (self.deps.db.clone(), self.family_id);
-        let (out, outbox) = (self.out.clone(), self.outbox.clone());
+        let outbox = self.outbox.clone();
         let history = async move {
             let mut cursor = after_seq;
             loop {
@@ -347,7 +504,7 @@ impl WsSession {
                     if !outbox.admit(frame.cost()) {
                         return Ok(Resume::Overflow);
                     }
-                    if out.send(frame).is_err() {
+                    if !outbox.push(frame) {
                         return Ok(Resume::WriterGone);
                     }
                     cursor = message.seq;
@@ -383,6 +540,14 @@ impl WsSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.outbox.stalled(self.deps.timing.ws_timeout()) {
+            log::info!(
+                "chat session {}: socket took nothing for {:?}, closing with 1013",
+                self.id,
+                self.deps.timing.ws_timeout()
+            );
+            return self.abort(1013, ctx);
+        }
         if self.last_heard.elapsed() > self.deps.timing.ws_timeout() {
             log::info!("chat session {}: no pong, dropping it", self.id);
             return self.close(1001, ctx);
@@ -441,6 +606,11 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if !self.closed {
+            // What is queued still goes out, then the connection ends (no close frame).
+            self.closed = true;
+            self.outbox.push(Out::Close(0));
+        }
         self.deps
             .metrics
             .ws_sessions
@@ -507,67 +677,5 @@ impl Handler<WriterStopped> for WsSession {
     fn handle(&mut self, _: WriterStopped, ctx: &mut Context<Self>) {
         self.closed = true;
         ctx.stop();
-    }
-}
-
-/// Feeds queued frames to the socket in order. Ends after a close, when the client is gone, or
-/// when it gives up on a client that does not read: told so by the session (budget), or when the
-/// socket has taken no frame for `stall`. Giving up drops everything queued at once, then the
-/// close frame waits up to [`CLOSE_WAIT`] for room in the socket.
-async fn write_frames(
-    mut ws: actix_ws::Session,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    outbox: Arc<Outbox>,
-    stall: Duration,
-) {
-    let code = loop {
-        let out = tokio::select! {
-            biased;
-            () = outbox.abort.notified() => break outbox.abort_code.load(Ordering::Relaxed),
-            out = rx.recv() => match out {
-                Some(Out::Close(code)) => break code,
-                Some(out) => out,
-                None => break 0,
-            },
-        };
-        let cost = out.cost();
-        let sent = tokio::select! {
-            biased;
-            () = outbox.abort.notified() => break outbox.abort_code.load(Ordering::Relaxed),
-            sent = tokio::time::timeout(stall, send(&mut ws, out)) => sent,
-        };
-        let before = outbox.queued.fetch_sub(cost, Ordering::Relaxed);
-        if before > RESUME_LOW_BYTES && before - cost <= RESUME_LOW_BYTES {
-            outbox.drained.notify_one();
-        }
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break 0,
-            Err(_) => {
-                log::info!("chat session: socket took nothing for {stall:?}, closing with 1013");
-                break 1013;
-            }
-        }
-    };
-    outbox.writer_gone.store(true, Ordering::Relaxed);
-    outbox.drained.notify_one();
-    drop(rx);
-    if code != 0 {
-        let reason = CloseReason {
-            code: CloseCode::from(code),
-            description: None,
-        };
-        // A client that does not read may never take the close frame.
-        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(reason))).await;
-    }
-}
-
-async fn send(ws: &mut actix_ws::Session, out: Out) -> Result<(), actix_ws::Closed> {
-    match out {
-        Out::Text(frame) => ws.text(frame).await,
-        Out::Ping => ws.ping(b"").await,
-        Out::Pong(payload) => ws.pong(&payload).await,
-        // Handled by the writer loop.
-        Out::Close(_) => Ok(()),
     }
 }

@@ -398,12 +398,13 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
-            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
-            *write_buf_needs_reset = false;
-        } else {
-            write_buf.clear();
+        // podo: released whenever it is empty, so an idle connection (a WebSocket or an SSE
+        // stream between frames, a keep-alive connection between requests) holds no write
+        // buffer; the next response or chunk allocates one as it is encoded.
+        if write_buf.capacity() > 0 {
+            *write_buf = BytesMut::new();
         }
+        *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1234,6 +1235,47 @@ where
                 return Ok(false);
             }
 
+            // podo: with nothing buffered, read into the stack first. An empty read buffer is
+            // released after each request is decoded (see `poll`), so a connection waiting for
+            // its client (an idle WebSocket, a keep-alive connection) holds none; it is allocated
+            // again here only when bytes arrive.
+            if this.read_buf.is_empty() {
+                let mut probe = [mem::MaybeUninit::<u8>::uninit(); HW_BUFFER_SIZE];
+                let mut probe = tokio::io::ReadBuf::uninit(&mut probe);
+                match io.as_mut().poll_read(cx, &mut probe) {
+                    Poll::Ready(Ok(())) => {
+                        if !this.payload.as_ref().is_some_and(|pl| pl.is_dropped()) {
+                            this.flags.remove(Flags::FINISHED);
+                        }
+
+                        let filled = probe.filled();
+                        if filled.is_empty() {
+                            return Ok(true);
+                        }
+
+                        this.read_buf.reserve(HW_BUFFER_SIZE);
+                        this.read_buf.extend_from_slice(filled);
+                        read_some = true;
+                        continue;
+                    }
+
+                    Poll::Pending => {
+                        if this.read_buf.capacity() > 0 {
+                            *this.read_buf = BytesMut::new();
+                        }
+                        return Ok(false);
+                    }
+
+                    Poll::Ready(Err(err)) => {
+                        return match err.kind() {
+                            io::ErrorKind::WouldBlock => Ok(false),
+                            io::ErrorKind::ConnectionReset if read_some => Ok(true),
+                            _ => Err(DispatchError::Io(err)),
+                        };
+                    }
+                }
+            }
+
             // grow buffer if necessary.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
             if remaining < LW_BUFFER_SIZE {
@@ -1376,6 +1418,15 @@ where
                     }
 
                     inner.as_mut().poll_request(cx)?;
+
+                    // podo: everything read was decoded; release the buffer until more arrives
+                    // (`read_available` reads into the stack first).
+                    {
+                        let read_buf = inner.as_mut().project().read_buf;
+                        if read_buf.is_empty() && read_buf.capacity() > 0 {
+                            *read_buf = BytesMut::new();
+                        }
+                    }
 
                     if should_disconnect {
                         // I/O stream should to be closed
