@@ -26,7 +26,7 @@ struct SignupRequest {
     /// Unique ignoring case.
     #[schema(value_type = String, min_length = 4, max_length = 20, pattern = "^[A-Za-z0-9_]{4,20}$")]
     login: Option<String>,
-    #[schema(value_type = String, min_length = 1, max_length = 30)]
+    #[schema(value_type = String, min_length = 1, max_length = 30, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<String>,
     #[schema(value_type = String, min_length = 8, max_length = 128)]
     password: Option<String>,

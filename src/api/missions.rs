@@ -148,7 +148,7 @@ async fn list(
 struct MissionFields {
     /// Required when creating.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     title: Option<Option<String>>,
     /// Grapes, default 1.
     #[serde(default, deserialize_with = "nullable")]

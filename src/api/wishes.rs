@@ -79,7 +79,7 @@ async fn list(
 struct WishFields {
     /// Required when creating.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 100)]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 100, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: Option<Option<String>>,
     /// An absolute http(s) URL.
     #[serde(default, deserialize_with = "nullable")]
@@ -96,7 +96,7 @@ struct WishFields {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // describes the request body in the document only
 struct NewWish {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     name: String,
     /// An absolute http(s) URL.
     #[schema(format = "uri", max_length = 2048)]
