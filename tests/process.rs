@@ -4,12 +4,14 @@
 //! FCM with a service-account key file (`PODO_FCM_CREDENTIALS`).
 #[path = "support/fake_fcm.rs"]
 mod fake_fcm;
+#[path = "support/podo_process.rs"]
+mod podo_process;
 #[path = "support/push_service.rs"]
 mod push_service;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Server {
@@ -24,32 +26,15 @@ fn start(data_dir: &std::path::Path) -> Server {
 
 /// The same, with these environment settings.
 fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podo"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
+    let mut command = podo_process::serve_command(data_dir);
+    command
         .env_remove("DATABASE_URL")
         .env_remove("SSL_CERT_FILE")
         .env_remove("PODO_PUSH_ALLOW_PRIVATE")
         .env_remove("PODO_FCM_CREDENTIALS")
         .env_remove("PODO_FCM_ENDPOINT")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("podo starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(address) = line.split("podo listening on http://").nth(1) {
-                let _ = tx.send(address.trim().to_owned());
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("podo logs its address");
+        .envs(env.iter().copied());
+    let (child, address) = podo_process::spawn_listening(command);
     Server { child, address }
 }
 

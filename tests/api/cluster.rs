@@ -10,8 +10,7 @@
 //! own (tests/support/redis.rs): Redis pub/sub channels are global, not per database index, so two
 //! tests on one Redis would hear each other's families.
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
@@ -72,30 +71,13 @@ impl NodeProcess {
     /// JWT secret (tokens minted by the other nodes work); waits for its "listening" line.
     fn start(database_url: &str, redis_url: &str, node_id: &str) -> NodeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podo"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "info")
+        let mut command = crate::podo_process::serve_command(dir.path());
+        command
             .env("DATABASE_URL", database_url)
             .env("PODO_REDIS_URL", redis_url)
             .env("PODO_NODE_ID", node_id)
-            .env("PODO_JWT_SECRET", JWT_SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("podo starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.split("podo listening on http://").nth(1) {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-            }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("podo logs its address");
+            .env("PODO_JWT_SECRET", JWT_SECRET);
+        let (child, address) = crate::podo_process::spawn_listening(command);
         NodeProcess {
             child,
             base: format!("http://{address}"),

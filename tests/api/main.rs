@@ -16,6 +16,8 @@ mod limits_chat;
 mod missions;
 mod openapi;
 mod pairing;
+#[path = "../support/podo_process.rs"]
+mod podo_process;
 mod push;
 #[path = "../support/push_service.rs"]
 mod push_service;
