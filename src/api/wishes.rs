@@ -96,7 +96,11 @@ struct WishFields {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // describes the request body in the document only
 struct NewWish {
-    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     name: String,
     /// An absolute http(s) URL.
     #[schema(format = "uri", max_length = 2048)]
