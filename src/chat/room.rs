@@ -284,12 +284,15 @@ impl ChatRoom {
                             // This room's own message, committed while the read ran: its
                             // senders get the ack before the message (its commit's answer,
                             // still on its way, then finds nobody to ack).
-                            let ack = ServerFrame::Ack {
-                                client_id: &message.client_id,
-                                seq: message.seq,
-                            };
-                            for session_id in act.waiting.remove(&key).unwrap_or_default() {
-                                act.answer(session_id, ack.encode());
+                            if let Some(senders) = act.waiting.remove(&key) {
+                                let ack = ServerFrame::Ack {
+                                    client_id: &message.client_id,
+                                    seq: message.seq,
+                                }
+                                .encode();
+                                for session_id in senders {
+                                    act.answer(session_id, ack.clone());
+                                }
                             }
                             if let Some(state) = act.state.as_mut() {
                                 state.last_seq = state.last_seq.max(message.seq);
