@@ -101,10 +101,10 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db, DbErr> {
         if url.starts_with("sqlite:") {
             ensure_sqlite_dir(url);
-            let write = Database::connect(sqlite::options(url, 1, false)).await?;
+            let write = Database::connect(sqlite::options(url, 1, sqlite::Role::Write)).await?;
             // Readers connect after the writer created the file and switched it to WAL.
-            let read = Database::connect(sqlite::options(url, 4, true)).await?;
-            let checkpoint = Database::connect(sqlite::options(url, 1, true)).await?;
+            let read = Database::connect(sqlite::options(url, 4, sqlite::Role::Read)).await?;
+            let checkpoint = Database::connect(sqlite::options(url, 1, sqlite::Role::Read)).await?;
             Ok(Db {
                 write,
                 read,
