@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{JsonBody, OptionalJsonBody};
 use super::fields::char_len;
 use super::identity::{AuthUser, StreamAuthUser};
+use crate::auth::revocation::token_ends_at;
 use crate::auth::sessions::SessionLease;
 use crate::board::rules::{DEFAULT_SIZE, MAX_GRANT, MAX_SIZE};
 use crate::board::sse::SseSession;
@@ -329,14 +330,23 @@ async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let family_id = member.family()?;
     let slot = state.sse_slots.take(member.id)?;
-    // The stream ends when its token is revoked or expires; the slot is given back when the
-    // body is dropped, however the stream ended.
-    let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
     // The body exists before the FamilyBoard knows the session: if subscribing fails, dropping
-    // the body ends the session.
-    let (session_id, session, body) =
-        SseSession::start(state.metrics.clone(), state.config.timing.sse_ping());
-    let body = futures_util::StreamExt::take_until(body, lease);
+    // the body ends the session. The stream ends when its token expires or is revoked.
+    let (session_id, session, body) = SseSession::start(
+        state.metrics.clone(),
+        state.config.timing.sse_ping(),
+        token_ends_at(token.exp),
+    );
+    let watch = state
+        .revocations
+        .watch(&token.id, SseSession::revoked(session.downgrade()));
+    // The body holds the slot and the token's registration: both go back when it is dropped,
+    // however the stream ended.
+    let lease = SessionLease::new(slot, watch);
+    let body = futures_util::StreamExt::map(body, move |chunk| {
+        let _held = &lease;
+        chunk
+    });
     let subscribe = Subscribe {
         session_id,
         session: session.recipient(),

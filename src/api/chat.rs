@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access;
 use super::identity::{AuthUser, StreamAuthUser};
+use crate::auth::revocation::token_ends_at;
 use crate::auth::sessions::SessionLease;
 use crate::chat::frames::{ChatMessage, MAX_FRAME_BYTES};
 use crate::chat::session::WsSession;
@@ -32,22 +33,25 @@ async fn websocket(
 ) -> Result<HttpResponse, actix_web::Error> {
     let family_id = member.family()?;
     let slot = state.chat_slots.take(member.id)?;
-    // Closes the socket with 4001 when the token is revoked or expires; the slot goes back when
-    // the session ends.
-    let lease = SessionLease::new(slot, state.revocations.ended(&token.id, token.exp));
     let mut response = actix_http::ws::handshake(req.head())?;
     // actix-ws decodes the client's frames; the session's own body writes its frames (no
     // `actix_ws::Session`, its channel or a writer task: see `chat::session`).
     let incoming = actix_ws::MessageStream::new(body.into_inner()).max_frame_size(MAX_FRAME_BYTES);
     let room = state.chats.addr(family_id);
-    let frames = WsSession::start(
+    // The socket closes with 4001 when the token expires or is revoked; the slot and the
+    // token's registration go back when the connection ends.
+    let (mut frames, session) = WsSession::start(
         member.id,
         family_id,
         room,
         state.chat_session_deps.clone(),
         incoming,
-        lease,
+        token_ends_at(token.exp),
     );
+    let watch = state
+        .revocations
+        .watch(&token.id, WsSession::revoked(session));
+    frames.hold(SessionLease::new(slot, watch));
     Ok(HttpResponse::from(response.message_body(frames)?).map_into_boxed_body())
 }
 

@@ -3,16 +3,14 @@
 //!
 //! Other processes' logouts are picked up by reading the rows added since the last look, at most
 //! once per [`REFRESH_INTERVAL`] and only when a request asks (an idle server sends no
-//! statements). Open streams and sockets watch their token: a revocation seen here, whether by
-//! this process's logout or a refresh, ends them at once.
-use std::future::Future;
+//! statements). Open streams and sockets register with their token: a revocation seen here,
+//! whether by this process's logout or a refresh, ends them at once.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::model;
@@ -36,8 +34,8 @@ pub struct Revocations {
     db: Db,
     /// Token id → its `exp` (Unix seconds), until it expires.
     revoked: DashMap<String, i64>,
-    /// Token id → the watch its open sessions hold; present only while some are open.
-    live: Arc<DashMap<String, watch::Sender<bool>>>,
+    /// Token id → its open sessions' closers; present only while some are open.
+    live: Arc<Live>,
     started: Instant,
     /// Milliseconds after `started` of the last refresh.
     refreshed_ms: AtomicU64,
@@ -155,10 +153,13 @@ impl Revocations {
         if exp <= model::now().timestamp() {
             return;
         }
-        // Stored before the watch fires: a session subscribing meanwhile sees one or the other.
+        // Stored before the sessions are told: a session registering meanwhile sees one or
+        // the other (`watch`).
         self.revoked.insert(id.clone(), exp);
-        if let Some((_, watch)) = self.live.remove(&id) {
-            let _ = watch.send(true);
+        if let Some((_, sessions)) = self.live.remove(&id) {
+            for (_, close) in sessions {
+                close();
+            }
         }
     }
 
@@ -186,67 +187,79 @@ impl Revocations {
         let now = model::now().timestamp();
         self.revoked.retain(|_, exp| *exp > now);
         // Two last sessions of a token ending at the same instant may both leave the entry.
-        self.live.retain(|_, tx| tx.receiver_count() > 0);
+        self.live.retain(|_, sessions| !sessions.is_empty());
     }
 
-    /// Resolves when the token `id` (valid until `exp`, Unix seconds) is revoked or expires;
-    /// what an open stream or socket waits on to end. Resolves at once if it is revoked already.
-    pub fn ended(&self, id: &str, exp: i64) -> impl Future<Output = ()> + use<> {
-        let rx = self
-            .live
+    /// Registers an open stream or socket of the token `id`: `close` is called once, when the
+    /// token is revoked (here, or by another process and seen at a refresh), or at once if it
+    /// is revoked already. The registration ends when the returned [`TokenWatch`] is dropped.
+    /// (Expiry is the session's own business: [`token_ends_at`].) A session costs this map one
+    /// entry of its token and nothing that is polled: no channel, no future (issue #21).
+    pub fn watch(&self, id: &str, close: impl FnOnce() + Send + Sync + 'static) -> TokenWatch {
+        let key = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
+        self.live
             .entry(id.to_owned())
-            .or_insert_with(|| watch::channel(false).0)
-            .subscribe();
-        // A revocation between the request's check and the subscription above is seen here.
-        let already = self.revoked.contains_key(id);
+            .or_default()
+            .push((key, Box::new(close)));
         let watch = TokenWatch {
-            rx,
             id: id.to_owned(),
+            key,
             live: self.live.clone(),
         };
-        // A token is accepted through the whole second `exp` (jsonwebtoken refuses `exp < now`
-        // in whole seconds), so it ends when the next second begins.
-        let ends_ms = exp.saturating_add(1).saturating_mul(1000);
-        let left = Duration::from_millis(
-            ends_ms
-                .saturating_sub(model::now().timestamp_millis())
-                .max(0) as u64,
-        );
-        let deadline = tokio::time::Instant::now() + left;
-        async move {
-            let mut watch = watch;
-            if already {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = watch.revoked() => {}
-            }
+        // A revocation between the request's check and the registration above is seen here;
+        // whichever of the two takes the closer out of the map calls it.
+        if self.revoked.contains_key(id)
+            && let Some(close) = watch.take()
+        {
+            close();
         }
+        watch
     }
 }
 
-/// A session's watch on its token; the last one of a token removes the token's entry.
-struct TokenWatch {
-    rx: watch::Receiver<bool>,
+/// When a token valid until `exp` (Unix seconds) ends: it is accepted through the whole second
+/// `exp` (jsonwebtoken refuses `exp < now` in whole seconds), so it ends when the next second
+/// begins.
+pub fn token_ends_at(exp: i64) -> tokio::time::Instant {
+    let ends_ms = exp.saturating_add(1).saturating_mul(1000);
+    let left = Duration::from_millis(
+        ends_ms
+            .saturating_sub(model::now().timestamp_millis())
+            .max(0) as u64,
+    );
+    tokio::time::Instant::now() + left
+}
+
+/// What ends a session when its token is revoked.
+type Closer = Box<dyn FnOnce() + Send + Sync>;
+
+/// Open sessions per token id, each with its closer.
+type Live = DashMap<String, Vec<(u64, Closer)>>;
+
+static NEXT_WATCH: AtomicU64 = AtomicU64::new(1);
+
+/// An open session's registration with its token; dropping it unregisters the session (the
+/// token's entry goes with its last session).
+pub struct TokenWatch {
     id: String,
-    live: Arc<DashMap<String, watch::Sender<bool>>>,
+    key: u64,
+    live: Arc<Live>,
 }
 
 impl TokenWatch {
-    async fn revoked(&mut self) {
-        if self.rx.wait_for(|revoked| *revoked).await.is_err() {
-            // The sender went away without a revocation: nothing will end this session but
-            // its expiry.
-            std::future::pending::<()>().await;
-        }
+    /// Takes this session's closer out of the map, if a revocation has not taken it already.
+    fn take(&self) -> Option<Closer> {
+        let mut sessions = self.live.get_mut(&self.id)?;
+        let at = sessions.iter().position(|(key, _)| *key == self.key)?;
+        let (_, close) = sessions.swap_remove(at);
+        Some(close)
     }
 }
 
 impl Drop for TokenWatch {
     fn drop(&mut self) {
-        // `rx` is still alive here: the entry goes when this is the last receiver.
+        drop(self.take());
         self.live
-            .remove_if(&self.id, |_, tx| tx.receiver_count() <= 1);
+            .remove_if(&self.id, |_, sessions| sessions.is_empty());
     }
 }

@@ -1,17 +1,16 @@
 //! Long-lived sessions (SSE streams, chat sockets): at most `--max-sessions-per-user` of each
 //! kind per user, and each ends when its token is revoked or expires.
 //!
-//! A session holds a [`SessionLease`] for as long as it is open: a future that resolves when the
-//! session must end (token revoked or expired) and that owns the session's slot, so whatever
-//! ends the session (the client, the server, the token) gives the slot back when it is dropped.
-use std::future::Future;
-use std::pin::Pin;
+//! A session holds a [`SessionLease`] for as long as it is open: its slot and its registration
+//! with its token (which closes it on revocation), so whatever ends the session (the client, the
+//! server, the token) gives both back when it is dropped. Expiry is the session's own timer
+//! (`revocation::token_ends_at`), the one it pings with.
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use actix_web::http::StatusCode;
 use dashmap::DashMap;
 
+use super::revocation::TokenWatch;
 use crate::error::{ApiError, ErrorCode};
 
 /// Open sessions of one kind, per user.
@@ -82,26 +81,18 @@ impl Drop for SessionSlot {
     }
 }
 
-/// Resolves when the session must end (its token was revoked or expired); holds its slot.
+/// An open session's slot and its registration with its token; both go back when it is dropped.
 pub struct SessionLease {
-    ends: Pin<Box<dyn Future<Output = ()>>>,
     _slot: SessionSlot,
+    _watch: TokenWatch,
 }
 
 impl SessionLease {
-    pub fn new(slot: SessionSlot, ends: impl Future<Output = ()> + 'static) -> SessionLease {
+    pub fn new(slot: SessionSlot, watch: TokenWatch) -> SessionLease {
         SessionLease {
-            ends: Box::pin(ends),
             _slot: slot,
+            _watch: watch,
         }
-    }
-}
-
-impl Future for SessionLease {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.ends.as_mut().poll(cx)
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use actix::WeakAddr;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -107,10 +108,12 @@ pub struct SseSession {
 
 impl SseSession {
     /// Starts a session and returns it with the body of its HTTP response, which ends the session
-    /// when it is dropped (the client went away).
+    /// when it is dropped (the client went away), and ends itself at `token_ends` (the token
+    /// expired).
     pub fn start(
         metrics: Arc<Metrics>,
         ping: Duration,
+        token_ends: tokio::time::Instant,
     ) -> (
         u64,
         Addr<SseSession>,
@@ -128,8 +131,19 @@ impl SseSession {
                 session: session.clone(),
             },
             ping,
+            token_ends,
         );
         (NEXT_SESSION.fetch_add(1, Ordering::Relaxed), session, body)
+    }
+
+    /// What the session's token registration calls on revocation: the stream ends after what it
+    /// has pending.
+    pub fn revoked(session: WeakAddr<SseSession>) -> impl FnOnce() + Send + Sync + 'static {
+        move || {
+            if let Some(session) = session.upgrade() {
+                session.do_send(CloseSession);
+            }
+        }
     }
 }
 
@@ -178,18 +192,24 @@ impl Drop for BodyEnd {
 }
 
 /// The response body: the retry preamble, then the newest event whenever there is one, and a
-/// ping comment after every `ping` of silence. Ends when the session ends.
+/// ping comment after every `ping` of silence. Ends when the session ends or at `token_ends`.
 fn event_stream(
     end: BodyEnd,
     ping: Duration,
+    token_ends: tokio::time::Instant,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let preamble =
         futures_util::stream::once(async { Ok(Bytes::from_static(RETRY_PREAMBLE.as_bytes())) });
     let events = futures_util::stream::unfold(end, move |end| async move {
         let next = std::future::poll_fn(|cx| end.slot.poll_next_event(cx));
-        match tokio::time::timeout(ping, next).await {
+        let ping_at = tokio::time::Instant::now() + ping;
+        match tokio::time::timeout_at(ping_at.min(token_ends), next).await {
             Ok(Some(bytes)) => Some((Ok(bytes), end)),
             Ok(None) => None,
+            Err(_) if tokio::time::Instant::now() >= token_ends => {
+                log::info!("board stream: token expired, ending the stream");
+                None
+            }
             Err(_) => Some((Ok(Bytes::from_static(PING.as_bytes())), end)),
         }
     });

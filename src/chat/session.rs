@@ -77,6 +77,11 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 #[rtype(result = "()")]
 struct WriterStopped;
 
+/// The session's token was revoked.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TokenRevoked;
+
 enum Out {
     Text(ByteString),
     Ping,
@@ -209,6 +214,15 @@ impl Outbox {
 pub struct Frames {
     outbox: Rc<Outbox>,
     done: bool,
+    /// The session's slot and token registration, given back when the connection ends.
+    lease: Option<SessionLease>,
+}
+
+impl Frames {
+    /// Keeps `lease` until the connection ends.
+    pub fn hold(&mut self, lease: SessionLease) {
+        self.lease = Some(lease);
+    }
 }
 
 impl MessageBody for Frames {
@@ -295,6 +309,8 @@ pub struct WsSession {
     room: Addr<ChatRoom>,
     deps: Arc<SessionDeps>,
     outbox: Rc<Outbox>,
+    /// When the session's token expires: the session closes with [`CLOSE_TOKEN_ENDED`].
+    token_ends: tokio::time::Instant,
     last_heard: Instant,
     /// The highest seq sent as a `message` frame.
     last_sent_seq: i64,
@@ -312,30 +328,26 @@ pub struct WsSession {
 
 impl WsSession {
     /// Starts the session for an upgraded connection; the returned body is the response's and
-    /// writes the session's frames. The session closes with [`CLOSE_TOKEN_ENDED`] when `lease`
-    /// resolves, and holds it (its per-user slot) until it stops.
+    /// writes the session's frames (give it the session's lease to hold: [`Frames::hold`]). The
+    /// session closes with [`CLOSE_TOKEN_ENDED`] at `token_ends`, or when the closure that
+    /// [`WsSession::revoked`] makes of the returned address is called.
     pub fn start(
         user_id: i64,
         family_id: i64,
         room: Addr<ChatRoom>,
         deps: Arc<SessionDeps>,
         incoming: actix_ws::MessageStream,
-        lease: SessionLease,
-    ) -> Frames {
+        token_ends: tokio::time::Instant,
+    ) -> (Frames, WeakAddr<WsSession>) {
         let outbox = Rc::new(Outbox::new());
         let frames = Frames {
             outbox: outbox.clone(),
             done: false,
+            lease: None,
         };
-        WsSession::create(|ctx| {
+        let session = WsSession::create(|ctx| {
             ctx.add_stream(incoming);
             *outbox.session.borrow_mut() = Some(ctx.address().downgrade());
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(lease).map(|(), act, ctx| {
-                    log::info!("chat session {}: token ended, closing with 4001", act.id);
-                    act.close(CLOSE_TOKEN_ENDED, ctx);
-                }),
-            );
             WsSession {
                 id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
                 user_id,
@@ -343,6 +355,7 @@ impl WsSession {
                 room,
                 deps,
                 outbox,
+                token_ends,
                 last_heard: Instant::now(),
                 last_sent_seq: 0,
                 held: None,
@@ -352,7 +365,17 @@ impl WsSession {
                 closed: false,
             }
         });
-        frames
+        (frames, session.downgrade())
+    }
+
+    /// What the session's token registration calls on revocation: the session closes with
+    /// [`CLOSE_TOKEN_ENDED`].
+    pub fn revoked(session: WeakAddr<WsSession>) -> impl FnOnce() + Send + Sync + 'static {
+        move || {
+            if let Some(session) = session.upgrade() {
+                session.do_send(TokenRevoked);
+            }
+        }
     }
 
     /// Queues a frame for the body, or closes with 1013 if the client let too much pile up.
@@ -539,6 +562,22 @@ impl WsSession {
         }));
     }
 
+    /// The session's one timer: a ping every `--ws-ping-secs`, and the token's expiry.
+    fn schedule_tick(&mut self, ctx: &mut Context<Self>) {
+        let now = tokio::time::Instant::now();
+        let next = (now + self.deps.timing.ws_ping()).min(self.token_ends);
+        ctx.run_later(next - now, |act, ctx| {
+            if tokio::time::Instant::now() >= act.token_ends {
+                log::info!("chat session {}: token expired, closing with 4001", act.id);
+                return act.close(CLOSE_TOKEN_ENDED, ctx);
+            }
+            act.heartbeat(ctx);
+            if !act.closed {
+                act.schedule_tick(ctx);
+            }
+        });
+    }
+
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.outbox.stalled(self.deps.timing.ws_timeout()) {
             log::info!(
@@ -571,7 +610,7 @@ impl Actor for WsSession {
             .metrics
             .ws_sessions
             .fetch_add(1, Ordering::Relaxed);
-        ctx.run_interval(self.deps.timing.ws_ping(), Self::heartbeat);
+        self.schedule_tick(ctx);
         // Nothing else happens until the room has taken the session and the hello is out.
         let join = self.room.send(Join {
             session_id: self.id,
@@ -668,6 +707,15 @@ impl Handler<CloseSession> for WsSession {
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
         self.close(msg.code, ctx);
+    }
+}
+
+impl Handler<TokenRevoked> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: TokenRevoked, ctx: &mut Context<Self>) {
+        log::info!("chat session {}: token revoked, closing with 4001", self.id);
+        self.close(CLOSE_TOKEN_ENDED, ctx);
     }
 }
 
