@@ -16,6 +16,8 @@
 # PODO_BENCH_PORT (18097).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 PAIRS=${1:-3}
 RATE=${RATE:-10000}
 FAMILIES=${FAMILIES:-1000}
@@ -45,35 +47,9 @@ done
 
 WORK=$(mktemp -d -t podo-bare.XXXXXX)
 SERVER_PID=""
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-wait_healthy() {
-    for _ in $(seq 300); do
-        curl -fs "$SERVER/healthz" >/dev/null 2>&1 && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "the server did not start; its log:" >&2
-    tail -20 "$WORK/server.log" >&2
-    exit 1
-}
 
-fresh_db() {
-    rm -f "$WORK"/run.db*
-    # The seed's last writes may still be in its WAL.
-    for suffix in "" -wal -shm; do
-        if [[ -e "$WORK/seed.db$suffix" ]]; then cp "$WORK/seed.db$suffix" "$WORK/run.db$suffix"; fi
-    done
-}
 
 # start_server podo|bare: a fresh server on a fresh copy of the seeded database.
 start_server() {

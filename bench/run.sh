@@ -13,6 +13,8 @@
 # podo-load run stops by itself, and the whole script takes well under 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 POSTGRES=0
 [[ "${1:-}" == "--postgres" ]] && POSTGRES=1
@@ -51,15 +53,6 @@ else
     BACKEND="SQLite"
 fi
 
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
 
 cleanup() {
     stop_server

@@ -16,6 +16,8 @@
 # "<!-- by hand" and keeps everything after it (the heap breakdown).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 PORT=${PODO_BENCH_PORT:-18095}
 SERVER="http://127.0.0.1:$PORT"
 OUT=bench/results-ws-idle.md
@@ -37,34 +39,9 @@ nice -n 10 cargo build --release -q -p podo -p podo-load
 LOAD="$BIN/podo-load"
 WORK=$(mktemp -d -t podo-ws-idle.XXXXXX)
 SERVER_PID=""
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
-wait_healthy() {
-    for _ in $(seq 300); do
-        curl -fs "$SERVER/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "the server did not start; its log:" >&2
-    tail -20 "$WORK/server.log" >&2
-    exit 1
-}
 
-fresh_db() {
-    rm -f "$WORK"/run.db*
-    # The seed's last writes may still be in its WAL.
-    for suffix in "" -wal -shm; do
-        if [[ -e "$WORK/seed.db$suffix" ]]; then cp "$WORK/seed.db$suffix" "$WORK/run.db$suffix"; fi
-    done
-}
 
 # start_server BIN [WRAPPER...]: a fresh server on a fresh copy of the seeded database.
 start_server() {
