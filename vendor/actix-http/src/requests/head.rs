@@ -29,7 +29,8 @@ impl Default for RequestHead {
             method: Method::default(),
             uri: Uri::default(),
             version: Version::HTTP_11,
-            headers: HeaderMap::with_capacity(16),
+            // podo: sized by the headers that arrive (see PODO.md), not for 16 up front.
+            headers: HeaderMap::new(),
             peer_addr: None,
             flags: Flags::empty(),
         }
