@@ -201,9 +201,14 @@ fn event_stream(
     let preamble =
         futures_util::stream::once(async { Ok(Bytes::from_static(RETRY_PREAMBLE.as_bytes())) });
     let events = futures_util::stream::unfold(end, move |end| async move {
+        // Checked before every event too: a stream that always has one ready never times out.
+        let now = tokio::time::Instant::now();
+        if now >= token_ends {
+            log::info!("board stream: token expired, ending the stream");
+            return None;
+        }
         let next = std::future::poll_fn(|cx| end.slot.poll_next_event(cx));
-        let ping_at = tokio::time::Instant::now() + ping;
-        match tokio::time::timeout_at(ping_at.min(token_ends), next).await {
+        match tokio::time::timeout_at((now + ping).min(token_ends), next).await {
             Ok(Some(bytes)) => Some((Ok(bytes), end)),
             Ok(None) => None,
             Err(_) if tokio::time::Instant::now() >= token_ends => {
